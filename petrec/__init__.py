@@ -1,0 +1,18 @@
+"""petrec: parameter-efficient fine-tuning of pretrained models for recommender systems.
+
+The public API for adapters lives in :mod:`petrec.methods` and is re-exported here::
+
+    import petrec
+    model = petrec.attach(model, "lora", r=8, alpha=16)
+    petrec.trainable_report(model)
+    petrec.save_adapter(model, "out/")
+    model = petrec.load_adapter(base_model, "out/")
+    merged = petrec.merge(model)
+    petrec.METHODS
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__"]
