@@ -1,0 +1,114 @@
+"""Evaluation passes for each task, written for the Accelerate loop.
+
+Every function takes an already *prepared* loader and gathers with
+``accelerator.gather_for_metrics`` so that, under DDP, each example is counted exactly
+once (the duplicates Accelerate pads the last batch with are dropped).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from torch import nn
+
+from petrec import metrics as M
+
+#: ``(model, prepared_loader, accelerator) -> {metric name: value}``; the first key is the
+#: task's default model-selection metric.
+EvalFn = Callable[[nn.Module, Any, Accelerator], dict[str, float]]
+
+_LOWER_IS_BETTER = ("loss", "logloss", "rmse", "mae", "mse")
+
+
+def higher_is_better(metric: str) -> bool:
+    """Whether a larger value of ``metric`` is better (losses and errors are not)."""
+    base = metric.split("/")[-1].split("@")[0]
+    return base not in _LOWER_IS_BETTER
+
+
+def _model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask")}
+
+
+@torch.no_grad()
+def predict_scores(model: nn.Module, loader: Any, accelerator: Accelerator) -> tuple[np.ndarray, np.ndarray]:
+    """Model outputs and labels for a pointwise task, gathered over processes.
+
+    Returns:
+        ``(predictions, labels)`` as float64 arrays, one entry per example, in loader order.
+    """
+    model.eval()
+    preds, labels = [], []
+    for batch in loader:
+        out = model(**_model_inputs(batch))
+        logits = out.logits.reshape(-1).float()
+        p, y = accelerator.gather_for_metrics((logits, batch["labels"].reshape(-1).float()))
+        preds.append(p.cpu())
+        labels.append(y.cpu())
+    return torch.cat(preds).double().numpy(), torch.cat(labels).double().numpy()
+
+
+def evaluate_ctr(model: nn.Module, loader: Any, accelerator: Accelerator) -> dict[str, float]:
+    """AUC (first: the default selection metric), log loss, accuracy and F1 of click/like logits."""
+    logits, labels = predict_scores(model, loader, accelerator)
+    probs = 1.0 / (1.0 + np.exp(-logits))
+    return M.compute_ctr(labels.astype(np.int64), probs)
+
+
+def evaluate_rating(model: nn.Module, loader: Any, accelerator: Accelerator) -> dict[str, float]:
+    """RMSE (first: the default selection metric) and MAE of rating predictions."""
+    preds, targets = predict_scores(model, loader, accelerator)
+    return M.compute_rating(targets, preds)
+
+
+def make_next_item_eval(item_loader: Any, ks: tuple[int, ...] = (10, 50), exclude_history: bool = True) -> EvalFn:
+    """Full-ranking evaluation against **all** items (no sampled negatives).
+
+    Item embeddings are computed once per evaluation from ``item_loader`` (every process
+    embeds the whole catalogue); each user is scored against every item, history items are
+    excluded when ``exclude_history`` (the target never is), and per-user metrics are
+    gathered so that every user counts once.
+
+    Args:
+        item_loader: Un-prepared loader over the tokenised catalogue, in item-index order.
+        ks: Cut-offs for HR / NDCG / MRR.
+        exclude_history: Remove already-seen items from each user's ranking.
+    """
+
+    @torch.no_grad()
+    def evaluate_next_item(model: nn.Module, loader: Any, accelerator: Accelerator) -> dict[str, float]:
+        model.eval()
+        core = accelerator.unwrap_model(model)
+        item_emb = core.embed_items(
+            {k: v.to(accelerator.device) for k, v in b.items()} for b in item_loader
+        )
+        per_user: dict[str, list[torch.Tensor]] = {}
+        for batch in loader:
+            user_emb = core.encode(batch["input_ids"], batch["attention_mask"])
+            scores = core.score_all(user_emb, item_emb).float()
+            exclude = batch.get("history_index") if exclude_history else None
+            values = M.ranking_per_user(scores, batch["target_index"], ks=ks, exclude=exclude)
+            gathered = accelerator.gather_for_metrics(values)
+            for name, tensor in gathered.items():
+                per_user.setdefault(name, []).append(tensor.cpu())
+        ordered = [f"ndcg@{ks[0]}", *sorted(k for k in per_user if k != f"ndcg@{ks[0]}")]
+        return {name: float(torch.cat(per_user[name]).double().mean()) for name in ordered}
+
+    return evaluate_next_item
+
+
+def evaluator_for(task: str, item_loader: Any = None) -> EvalFn:
+    """The evaluation function of ``task`` (``ctr``, ``rating`` or ``next_item``)."""
+    if task == "ctr":
+        return evaluate_ctr
+    if task == "rating":
+        return evaluate_rating
+    if task == "next_item":
+        if item_loader is None:
+            raise ValueError("next_item evaluation needs the item catalogue loader")
+        return make_next_item_eval(item_loader)
+    raise ValueError(f"unknown task {task!r}; accepted: ctr, rating, next_item")
