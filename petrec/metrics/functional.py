@@ -51,6 +51,7 @@ __all__ = [
     "f1",
     "log_loss",
     "mae",
+    "ranking_per_user",
     "rmse",
     "roc_auc",
     "target_ranks",
@@ -298,19 +299,48 @@ def _as_tensor(x: Any, name: str, dtype: torch.dtype, device: torch.device | Non
 
 
 def _exclusion_mask(exclude: Any, n_users: int, n_items: int, device: torch.device) -> torch.Tensor:
-    """Boolean (n_users, n_items) mask from a mask array or from per-user item-id lists."""
+    """Boolean (n_users, n_items) mask from one of the three accepted ``exclude`` forms.
+
+    * a **boolean** array / tensor of the scores' shape (True = excluded);
+    * an **integer** array / tensor ``(n_users, max_history)`` of item indices padded with
+      negative values (what :class:`petrec.collate.BehaviourCollator` gives as
+      ``history_index``, padded with -1);
+    * a sequence of per-user iterables of item indices (ragged lists).
+    """
     if isinstance(exclude, (torch.Tensor, np.ndarray)):
-        mask = _as_tensor(exclude, "exclude", torch.bool, device)
-        if tuple(mask.shape) != (n_users, n_items):
+        is_bool = (
+            exclude.dtype == torch.bool
+            if isinstance(exclude, torch.Tensor)
+            else exclude.dtype == np.bool_
+        )
+        if is_bool:
+            mask = _as_tensor(exclude, "exclude", torch.bool, device)
+            if tuple(mask.shape) != (n_users, n_items):
+                raise PetrecMetricError(
+                    f"exclude: a boolean mask must have the scores' shape {(n_users, n_items)}, "
+                    f"got {tuple(mask.shape)}"
+                )
+            return mask.clone()
+        index = _as_tensor(exclude, "exclude", torch.long, device)
+        if index.ndim != 2 or index.shape[0] != n_users:
             raise PetrecMetricError(
-                f"exclude: a mask must have the scores' shape {(n_users, n_items)}, "
-                f"got {tuple(mask.shape)}"
+                f"exclude: an index tensor must have shape ({n_users}, max_history) padded with -1, "
+                f"got {tuple(index.shape)}"
             )
-        return mask.clone()
+        if index.numel() and int(index.max()) >= n_items:
+            user, col = torch.nonzero(index >= n_items)[0].tolist()
+            raise PetrecMetricError(
+                f"exclude[{user}]: item id {int(index[user, col])} is outside [0, {n_items})"
+            )
+        mask = torch.zeros(n_users, n_items + 1, dtype=torch.bool, device=device)
+        # padding (negative) goes to a spare last column that is dropped
+        mask.scatter_(1, torch.where(index < 0, n_items, index), True)
+        return mask[:, :n_items]
     if not isinstance(exclude, Sequence) or len(exclude) != n_users:
         got = len(exclude) if isinstance(exclude, Sequence) else type(exclude).__name__
         raise PetrecMetricError(
-            f"exclude: expected a boolean mask or one list of item ids per user ({n_users}), got {got}"
+            f"exclude: expected a boolean mask, a padded index tensor or one list of item ids per "
+            f"user ({n_users}), got {got}"
         )
     rows: list[int] = []
     cols: list[int] = []
@@ -390,6 +420,43 @@ def target_ranks(
     return ranks
 
 
+def _check_ks(ks: Any) -> tuple[int, ...]:
+    if isinstance(ks, (int, np.integer)):
+        ks = (ks,)
+    ks = tuple(ks)
+    if len(ks) == 0 or any(
+        isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0 for k in ks
+    ):
+        raise PetrecMetricError(f"ks: expected positive integers, got {list(ks)!r}")
+    return tuple(int(k) for k in ks)
+
+
+def ranking_per_user(
+    scores: Any,
+    targets: Any,
+    ks: Sequence[int] = (10, 50),
+    exclude: Any = None,
+) -> dict[str, torch.Tensor]:
+    """Per-user HR@K, NDCG@K and MRR@K, as float tensors on the scores' device.
+
+    Meant for distributed evaluation: gather these per-user values across processes
+    (``accelerator.gather_for_metrics``), then average; see :func:`compute_ranking` for the
+    arguments and policies.
+
+    Returns:
+        ``{"hr@K", "ndcg@K", "mrr@K"}`` for every K, each a float32 tensor ``(n_users,)``.
+    """
+    ks = _check_ks(ks)
+    ranks = target_ranks(scores, targets, exclude).to(torch.float64)
+    out: dict[str, torch.Tensor] = {}
+    for k in ks:
+        inside = ranks <= k
+        out[f"hr@{k}"] = inside.to(torch.float32)
+        out[f"ndcg@{k}"] = torch.where(inside, 1.0 / torch.log2(ranks + 1.0), 0.0).to(torch.float32)
+        out[f"mrr@{k}"] = torch.where(inside, 1.0 / ranks, 0.0).to(torch.float32)
+    return out
+
+
 def compute_ranking(
     scores: Any,
     targets: Any,
@@ -402,21 +469,20 @@ def compute_ranking(
         scores: ``(n_users, n_items)`` scores over **all** items (numpy or torch, any device).
         targets: ``(n_users,)`` index of each user's held-out item.
         ks: Cut-offs; any positive integer (larger than the item count is fine).
-        exclude: Optional per-user items to remove from the candidates (boolean mask or
-            lists of item ids, e.g. the user's history); the target is never removed.
+        exclude: Optional per-user items to remove from the candidates, e.g. the user's
+            history: a boolean ``(n_users, n_items)`` mask, an integer ``(n_users, h)``
+            index tensor padded with -1, or one list of item ids per user. The target is
+            never removed.
 
     Returns:
-        ``{"hr@K", "ndcg@K", "mrr@K"}`` for every K, averaged over users.
+        ``{"hr@K", "ndcg@K", "mrr@K"}`` for every K, averaged over users (float64 mean).
         Ties count against the target (pessimistic; see the module docstring).
     """
-    if isinstance(ks, int):
-        ks = (ks,)
-    if len(ks) == 0 or any(not isinstance(k, (int, np.integer)) or k <= 0 for k in ks):
-        raise PetrecMetricError(f"ks: expected positive integers, got {list(ks)!r}")
+    ks = _check_ks(ks)
     ranks = target_ranks(scores, targets, exclude).to("cpu", torch.float64)
     out: dict[str, float] = {}
     for k in ks:
-        inside = ranks <= int(k)
+        inside = ranks <= k
         out[f"hr@{k}"] = float(inside.double().mean())
         out[f"ndcg@{k}"] = float(torch.where(inside, 1.0 / torch.log2(ranks + 1.0), 0.0).mean())
         out[f"mrr@{k}"] = float(torch.where(inside, 1.0 / ranks, 0.0).mean())

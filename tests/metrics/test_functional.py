@@ -18,6 +18,7 @@ from petrec.metrics import (
     compute_rating,
     f1,
     log_loss,
+    ranking_per_user,
     roc_auc,
     target_ranks,
 )
@@ -226,3 +227,34 @@ def test_ranking_torch_and_numpy_agree_and_chunking() -> None:
 def test_ranking_bad_inputs(scores: np.ndarray, targets: list, kwargs: dict, match: str) -> None:
     with pytest.raises(PetrecMetricError, match=match):
         compute_ranking(scores, targets, **kwargs)
+
+
+def test_padded_index_exclusion_equals_lists_and_mask() -> None:
+    # the collator's history_index form: item indices padded with -1
+    scores = torch.tensor([[0.9, 0.8, 0.7, 0.1], [0.9, 0.8, 0.7, 0.1], [0.1, 0.2, 0.3, 0.4]])
+    targets = torch.tensor([2, 2, 0])
+    padded = torch.tensor([[0, -1], [2, 1], [-1, -1]])
+    lists = [[0], [2, 1], []]
+    assert target_ranks(scores, targets, padded).tolist() == [2, 2, 4]
+    assert target_ranks(scores, targets, lists).tolist() == [2, 2, 4]
+    assert compute_ranking(scores, targets, (1, 2), padded) == compute_ranking(
+        scores, targets, (1, 2), lists
+    )
+    with pytest.raises(PetrecMetricError, match=r"exclude\[1\]: item id 4 is outside \[0, 4\)"):
+        target_ranks(scores, targets, torch.tensor([[0], [4], [-1]]))
+
+
+def test_ranking_per_user_averages_to_compute_ranking() -> None:
+    g = torch.Generator().manual_seed(1)
+    scores = torch.randn(30, 12, generator=g).round(decimals=1)
+    targets = torch.randint(0, 12, (30,), generator=g)
+    history = torch.randint(-1, 12, (30, 3), generator=g)
+    per_user = ranking_per_user(scores, targets, ks=(3, 12), exclude=history)
+    means = compute_ranking(scores, targets, ks=(3, 12), exclude=history)
+    assert set(per_user) == set(means)
+    for name, values in per_user.items():
+        assert values.shape == (30,)
+        assert float(values.double().mean()) == pytest.approx(means[name], abs=1e-6)
+    ranks = target_ranks(scores, targets, history).double()
+    assert torch.equal(per_user["hr@3"], (ranks <= 3).float())
+    assert torch.allclose(per_user["mrr@12"], (1 / ranks).float())  # every rank <= 12 items
