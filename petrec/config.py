@@ -51,12 +51,11 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
             return value
         raise ConfigError(f"{key}: got {value!r}; accepted values: {_type_name(tp)}")
     if origin in (Union, types.UnionType):
-        errors = []
         for arg in get_args(tp):
             try:
                 return _convert(value, arg, key)
-            except ConfigError as exc:
-                errors.append(str(exc))
+            except ConfigError:
+                continue
         raise ConfigError(f"{key}: got {value!r} ({type(value).__name__}); expected {_type_name(tp)}")
     if tp is type(None):
         if value is None:
@@ -123,7 +122,7 @@ def from_dict(cls: type[T], data: Mapping[str, Any], *, prefix: str = "") -> T:
     unknown = sorted(set(data) - set(fields))
     if unknown:
         raise ConfigError(
-            f"unknown key {prefix}{unknown[0]!r} in {cls.__name__}; accepted keys: {', '.join(sorted(fields))}"
+            f"unknown key {prefix + unknown[0]!r} in {cls.__name__}; accepted keys: {', '.join(sorted(fields))}"
         )
     kwargs = {name: _convert(value, hints[name], f"{prefix}{name}") for name, value in data.items()}
     try:
