@@ -1,0 +1,108 @@
+"""The seeded synthetic behaviour world: petrec's embedded default data set.
+
+Users have a latent taste over genres; items belong to one or two genres and carry titles
+built from words typical of their main genre ("Haunted Crypt", "Galactic Starship"), so a
+pretrained text encoder has something to recognise. Exposure is popularity-skewed and
+tilted towards liked genres; ratings are taste + item quality + noise, rounded to 1..5.
+The same arguments give byte-identical tables.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from petrec.data.readers import Tables
+from petrec.data.validate import Source
+
+#: genre → (adjectives, nouns) used in titles of that genre.
+GENRE_WORDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "Horror": (("Haunted", "Bloody", "Cursed", "Midnight", "Evil"),
+               ("Ghost", "Nightmare", "Crypt", "Zombie", "Demon")),
+    "Romance": (("Tender", "Sweet", "Eternal", "Summer", "Secret"),
+                ("Love", "Kiss", "Wedding", "Heart", "Romance")),
+    "Sci-Fi": (("Galactic", "Robot", "Quantum", "Alien", "Cosmic"),
+               ("Spaceship", "Planet", "Android", "Starship", "Invasion")),
+    "Comedy": (("Crazy", "Silly", "Goofy", "Wacky", "Funny"),
+               ("Party", "Prank", "Roommates", "Vacation", "Mixup")),
+    "War": (("Fallen", "Iron", "Frontline", "Brave", "Bloodied"),
+            ("Battalion", "Battle", "Soldiers", "Siege", "Trenches")),
+    "Western": (("Dusty", "Lone", "Outlaw", "Wild", "Desert"),
+                ("Rider", "Sheriff", "Gunslinger", "Saloon", "Ranch")),
+    "Animation": (("Little", "Magic", "Happy", "Tiny", "Cuddly"),
+                  ("Puppy", "Dragon", "Princess", "Bunny", "Toys")),
+    "Crime": (("Deadly", "Silent", "Dirty", "Cold", "Street"),
+              ("Heist", "Detective", "Gangster", "Murder", "Mob")),
+    "Documentary": (("True", "Hidden", "Real", "Inside", "Untold"),
+                    ("History", "Nature", "Science", "Ocean", "Story")),
+    "Musical": (("Singing", "Dancing", "Golden", "Broadway", "Rhythm"),
+                ("Melody", "Song", "Stage", "Chorus", "Concert")),
+}
+
+
+def synthetic_world(seed: int = 0, n_users: int = 300, n_items: int = 300, mean_len: int = 20,
+                    n_genres: int = 8) -> Tables:
+    """Generate the synthetic world.
+
+    Args:
+        seed: Seed of everything.
+        n_users: Users (ids ``u0000``...).
+        n_items: Items (ids ``i0000``...).
+        mean_len: Mean interactions per user (at least 5 each).
+        n_genres: Genres used (at most 10).
+
+    Returns:
+        Canonical tables: interactions with integer timestamps and 1..5 ratings, items with
+        ``title``, ``genres``, ``year`` and ``text``.
+    """
+    genres = list(GENRE_WORDS)[: max(2, min(n_genres, len(GENRE_WORDS)))]
+    g = len(genres)
+    rng = np.random.default_rng(seed)
+    main = rng.integers(0, g, size=n_items)
+    second = np.where(rng.random(n_items) < 0.3, rng.integers(0, g, size=n_items), main)
+    member = np.zeros((n_items, g))
+    member[np.arange(n_items), main] = 1.0
+    member[np.arange(n_items), second] = 1.0
+    member /= member.sum(1, keepdims=True)
+    adj = rng.integers(0, 5, size=n_items)
+    noun = rng.integers(0, 5, size=n_items)
+    year = rng.integers(1960, 2024, size=n_items)
+    quality = rng.normal(0.0, 0.4, size=n_items)
+    popularity = 1.0 / (rng.permutation(n_items) + 1.0) ** 0.7
+    taste = rng.dirichlet(np.full(g, 0.3), size=n_users)
+    pref = taste @ member.T * g - 1.0  # > 0 for liked genres, about -1 for ignored ones
+    lengths = 5 + rng.poisson(max(mean_len - 5, 0), size=n_users)
+    lengths = np.minimum(lengths, n_items)
+    exposure = popularity[None, :] * np.exp(0.6 * np.tanh(pref))
+    # Per-user sampling without replacement: one small draw per user (not a hot path).
+    chosen = [rng.choice(n_items, size=int(k), replace=False, p=w / w.sum())
+              for k, w in zip(lengths, exposure, strict=True)]
+    users = np.repeat(np.arange(n_users), lengths)
+    items = np.concatenate(chosen)
+    latent = 3.1 + 1.6 * np.tanh(pref[users, items]) + quality[items] + rng.normal(0, 0.6, len(items))
+    rating = np.clip(np.rint(latent), 1, 5)
+    start = rng.integers(0, 180 * 86400, size=n_users)
+    gaps = rng.exponential(86400.0, size=len(items)).astype(np.int64) + 1
+    offsets = np.cumsum(gaps) - np.repeat(np.cumsum(gaps)[np.cumsum(lengths) - lengths] -
+                                          gaps[np.cumsum(lengths) - lengths], lengths)
+    ts = 1_600_000_000 + np.repeat(start, lengths) + offsets
+    inter = pd.DataFrame({
+        "user_id": pd.array([f"u{k:04d}" for k in users], dtype="string"),
+        "item_id": pd.array([f"i{k:04d}" for k in items], dtype="string"),
+        "timestamp": ts.astype(np.int64),
+        "rating": rating.astype(np.float64),
+        "label": np.full(len(items), np.nan),
+        "_line": np.arange(len(items), dtype=np.int64),
+    })
+    gname = np.array(genres, dtype=object)
+    words = [GENRE_WORDS[genres[m]] for m in main]
+    titles = [f"{w[0][a]} {w[1][n]} ({y})" for w, a, n, y in zip(words, adj, noun, year, strict=True)]
+    genre_str = ["|".join(dict.fromkeys((gname[m], gname[s]))) for m, s in zip(main, second, strict=True)]
+    item_df = pd.DataFrame({
+        "item_id": pd.array([f"i{k:04d}" for k in range(n_items)], dtype="string"),
+        "title": pd.array(titles, dtype="string"),
+        "genres": pd.array(genre_str, dtype="string"),
+        "year": pd.array([str(y) for y in year], dtype="string"),
+    })
+    item_df["text"] = item_df["title"] + ". Genres: " + item_df["genres"].str.replace("|", ", ") + "."
+    return Tables(inter, item_df, Source(f"synthetic(seed={seed})", unit="row"), rating_range=(1.0, 5.0))
