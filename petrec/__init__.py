@@ -15,4 +15,15 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+#: Names re-exported lazily from :mod:`petrec.methods` (``import petrec`` stays light).
+_METHOD_EXPORTS = ("attach", "trainable_report", "save_adapter", "load_adapter", "merge", "METHODS")
+
+__all__ = ["__version__", *_METHOD_EXPORTS]
+
+
+def __getattr__(name: str) -> object:
+    if name in _METHOD_EXPORTS:
+        import petrec.methods
+
+        return getattr(petrec.methods, name)
+    raise AttributeError(f"module 'petrec' has no attribute {name!r}")
