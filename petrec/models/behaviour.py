@@ -1,0 +1,268 @@
+"""The behaviour model: a Hugging Face backbone + pooling + one task head.
+
+Tasks (one file, one forward, RecBole-style small surface: ``forward`` / ``encode`` /
+``embed_items`` / ``score_all``):
+
+* ``ctr``: one logit per example; loss ``BCEWithLogits`` against 0/1 labels.
+* ``rating``: one value per example; loss ``MSE`` against the rating.
+* ``next_item``: the user's text and each item's text go through the *same* backbone,
+  pooling and head; the head output is L2-normalised, so a score is a cosine similarity.
+  Training uses in-batch negatives: row i's positive is item i, every other item in the
+  batch is a negative, except items equal to row i's target (duplicates are masked, not
+  counted as negatives). Loss = cross-entropy over ``scores / temperature``.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers.utils import ModelOutput
+
+from petrec.models.config import ModelConfig, PetrecModelError
+from petrec.models.pooling import pool
+
+__all__ = ["BehaviourModel", "BehaviourOutput", "duplicate_target_mask", "in_batch_loss"]
+
+
+@dataclass
+class BehaviourOutput(ModelOutput):
+    """What :meth:`BehaviourModel.forward` returns.
+
+    Attributes:
+        loss: Scalar training loss (only when targets were given).
+        logits: ``ctr``: ``(batch,)`` logits; ``rating``: ``(batch,)`` predicted ratings;
+            ``next_item``: ``(batch, batch)`` user-item dot products (cosines), when item
+            inputs were given.
+        user_embeddings: ``next_item``: ``(batch, dim)`` normalised user embeddings.
+        item_embeddings: ``next_item``: ``(batch, dim)`` normalised target-item embeddings.
+    """
+
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    user_embeddings: torch.Tensor | None = None
+    item_embeddings: torch.Tensor | None = None
+
+
+def duplicate_target_mask(
+    target_index: torch.Tensor | None,
+    item_input_ids: torch.Tensor,
+    item_attention_mask: torch.Tensor,
+) -> torch.Tensor:
+    """``(batch, batch)`` bool: True where column j holds the same item as row i's target, j != i.
+
+    Items are the same when their catalogue indices are equal (``target_index``) or, when no
+    indices are given, when their token rows are identical (same text -> same item).
+    """
+    if target_index is not None:
+        same = target_index.reshape(-1, 1) == target_index.reshape(1, -1)
+    else:
+        ids = torch.where(item_attention_mask.bool(), item_input_ids, -1)
+        same = (ids.unsqueeze(1) == ids.unsqueeze(0)).all(dim=-1)
+    eye = torch.eye(same.shape[0], dtype=torch.bool, device=same.device)
+    return same & ~eye
+
+
+def in_batch_loss(
+    scores: torch.Tensor, duplicates: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """Cross-entropy of each row's own item (the diagonal) against the other in-batch items.
+
+    Args:
+        scores: ``(batch, batch)`` user-item similarities.
+        duplicates: ``(batch, batch)`` columns to leave out of row i's softmax (other copies
+            of row i's target).
+        temperature: Divides the scores before the softmax.
+
+    Returns:
+        Mean loss over rows.
+    """
+    logits = (scores / temperature).masked_fill(duplicates, float("-inf"))
+    labels = torch.arange(scores.shape[0], device=scores.device)
+    return F.cross_entropy(logits, labels)
+
+
+@functools.cache
+def _forward_accepts(cls: type, name: str) -> bool:
+    params = inspect.signature(cls.forward).parameters
+    return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
+def _make_head(hidden: int, out: int, cfg: ModelConfig) -> nn.Module:
+    if cfg.head_hidden == 0:
+        linear = nn.Linear(hidden, out)
+        if cfg.task == "next_item":
+            # Start as the identity: the initial user/item embedding *is* the backbone's
+            # pooled vector, so a pretrained sentence encoder's similarity is kept at step 0.
+            with torch.no_grad():
+                linear.weight.copy_(torch.eye(out, hidden))
+                linear.bias.zero_()
+        return linear
+    return nn.Sequential(
+        nn.Linear(hidden, cfg.head_hidden),
+        nn.GELU(),
+        nn.Dropout(cfg.dropout),
+        nn.Linear(cfg.head_hidden, out),
+    )
+
+
+class BehaviourModel(nn.Module):
+    """Backbone (``.backbone``, a HF base model without LM/classification head) + pooling + ``.head``.
+
+    Args:
+        backbone: A Hugging Face base model (``AutoModel``), encoder or decoder.
+        cfg: The model config (task, pooling, head, dropout, temperature).
+        is_decoder: Whether the backbone is a causal decoder; decides ``pooling="auto"``.
+    """
+
+    def __init__(self, backbone: nn.Module, cfg: ModelConfig, *, is_decoder: bool = False) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.cfg = cfg
+        self.is_decoder = is_decoder
+        self.pooling = cfg.pooling if cfg.pooling != "auto" else ("last" if is_decoder else "cls")
+        hidden = int(backbone.config.hidden_size)
+        self.hidden_size = hidden
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.head = _make_head(hidden, hidden if cfg.task == "next_item" else 1, cfg)
+
+    # ------------------------------------------------------------------ shared trunk
+    def pooled(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Backbone states pooled to ``(batch, hidden)`` (before dropout and head).
+
+        Under left padding, position ids are derived from the mask (when the backbone takes
+        them) so a left-padded sequence gets the same positions as an unpadded one; under
+        right padding (the default) nothing extra is passed.
+        """
+        if input_ids.shape != attention_mask.shape:
+            raise PetrecModelError(
+                f"input_ids {tuple(input_ids.shape)} and attention_mask "
+                f"{tuple(attention_mask.shape)} must have the same shape"
+            )
+        kwargs: dict[str, torch.Tensor | bool] = {}
+        backbone_cls = type(self.backbone)
+        if self.is_decoder and _forward_accepts(backbone_cls, "use_cache"):
+            kwargs["use_cache"] = False
+        if bool((attention_mask[:, 0] == 0).any()) and _forward_accepts(
+            backbone_cls, "position_ids"
+        ):
+            kwargs["position_ids"] = (attention_mask.long().cumsum(dim=1) - 1).clamp(min=0)
+        out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+        hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+        return pool(hidden, attention_mask, self.pooling)
+
+    def _head_out(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        h = self.pooled(input_ids, attention_mask)
+        weight = next(self.head.parameters())
+        return self.head(self.dropout(h.to(weight.dtype)))
+
+    # ------------------------------------------------------------------ next-item API
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Normalised ``(batch, hidden)`` embeddings of user histories or item texts (next_item)."""
+        if self.cfg.task != "next_item":
+            raise PetrecModelError(
+                f"encode() is for task 'next_item'; this model's task is {self.cfg.task!r}"
+            )
+        return F.normalize(self._head_out(input_ids, attention_mask).float(), dim=-1)
+
+    @torch.no_grad()
+    def embed_items(self, item_batches: Iterable[Mapping[str, torch.Tensor]]) -> torch.Tensor:
+        """Embed the whole catalogue once (no gradients), batches concatenated in order.
+
+        Args:
+            item_batches: Batches with ``input_ids`` and ``attention_mask``, in item-index order.
+
+        Returns:
+            ``(n_items, hidden)`` normalised item embeddings.
+        """
+        chunks = [self.encode(b["input_ids"], b["attention_mask"]) for b in item_batches]
+        if not chunks:
+            raise PetrecModelError("embed_items: the item catalogue is empty")
+        return torch.cat(chunks)
+
+    @staticmethod
+    def score_all(user_emb: torch.Tensor, item_emb: torch.Tensor) -> torch.Tensor:
+        """``(n_users, n_items)`` dot products (cosine similarities of the normalised embeddings)."""
+        return user_emb @ item_emb.to(user_emb.dtype).T
+
+    # ------------------------------------------------------------------ forward
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        item_input_ids: torch.Tensor | None = None,
+        item_attention_mask: torch.Tensor | None = None,
+        target_index: torch.Tensor | None = None,
+        history_index: torch.Tensor | None = None,
+    ) -> BehaviourOutput:
+        """Score a batch and, when targets are given, compute the task loss.
+
+        Args:
+            input_ids: ``(batch, seq)`` rendered user/context tokens.
+            attention_mask: ``(batch, seq)``.
+            labels: ``ctr``: 0/1 clicks; ``rating``: ratings; ``(batch,)``. Not used by next_item.
+            item_input_ids: ``next_item``: ``(batch, item_seq)`` tokens of each row's target item.
+            item_attention_mask: ``next_item``: mask of ``item_input_ids``.
+            target_index: ``next_item``: catalogue index of each target, used to mask duplicate
+                targets (without it duplicates are found by identical item tokens).
+            history_index: Accepted so a collated next-item batch can be passed as ``**batch``;
+                not used (history items stay valid in-batch negatives).
+
+        Returns:
+            :class:`BehaviourOutput` (``loss`` is None without targets).
+        """
+        del history_index
+        if self.cfg.task == "next_item":
+            return self._forward_next_item(
+                input_ids, attention_mask, labels, item_input_ids, item_attention_mask, target_index
+            )
+        logits = self._head_out(input_ids, attention_mask).squeeze(-1).float()
+        loss = None
+        if labels is not None:
+            target = labels.reshape(-1).to(logits.dtype)
+            if target.shape[0] != logits.shape[0]:
+                raise PetrecModelError(
+                    f"labels: {target.shape[0]} values for a batch of {logits.shape[0]} examples"
+                )
+            if self.cfg.task == "ctr":
+                loss = F.binary_cross_entropy_with_logits(logits, target)
+            else:
+                loss = F.mse_loss(logits, target)
+        return BehaviourOutput(loss=loss, logits=logits)
+
+    def _forward_next_item(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        labels: torch.Tensor | None,
+        item_input_ids: torch.Tensor | None,
+        item_attention_mask: torch.Tensor | None,
+        target_index: torch.Tensor | None,
+    ) -> BehaviourOutput:
+        if labels is not None:
+            raise PetrecModelError(
+                "next_item models take the target item as item_input_ids / item_attention_mask "
+                "(and target_index), not labels"
+            )
+        users = self.encode(input_ids, attention_mask)
+        if item_input_ids is None:
+            return BehaviourOutput(user_embeddings=users)
+        if item_attention_mask is None:
+            raise PetrecModelError("item_input_ids given without item_attention_mask")
+        if item_input_ids.shape[0] != users.shape[0]:
+            raise PetrecModelError(
+                f"item_input_ids has {item_input_ids.shape[0]} rows for {users.shape[0]} users"
+            )
+        items = self.encode(item_input_ids, item_attention_mask)
+        scores = self.score_all(users, items)
+        duplicates = duplicate_target_mask(target_index, item_input_ids, item_attention_mask)
+        loss = in_batch_loss(scores, duplicates, self.cfg.temperature)
+        return BehaviourOutput(
+            loss=loss, logits=scores, user_embeddings=users, item_embeddings=items
+        )

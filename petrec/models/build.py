@@ -1,0 +1,166 @@
+"""Load a backbone and tokenizer offline, build the behaviour model, attach the PEFT method."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoTokenizer,
+    PretrainedConfig,
+    PreTrainedTokenizerBase,
+)
+from transformers.models.auto.modeling_auto import (
+    MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+    MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+)
+
+from petrec.models.behaviour import BehaviourModel
+from petrec.models.config import ModelConfig, PetrecModelError
+from petrec.paths import resolve_model
+
+__all__ = ["build_model", "is_decoder_config", "load_backbone", "load_tokenizer"]
+
+_DTYPES: dict[str, Any] = {
+    "float32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+    "auto": "auto",
+}
+
+
+def is_decoder_config(config: PretrainedConfig) -> bool:
+    """Whether a backbone is a causal decoder (pooled on its last token by default).
+
+    ``config.is_decoder`` when set (a BERT configured as decoder); otherwise a model type
+    that has a causal-LM class but no masked-LM class (GPT-2, Llama, Qwen2 ... but not BERT,
+    which has both).
+
+    Raises:
+        PetrecModelError: An encoder-decoder model (T5, BART): not supported as a backbone.
+    """
+    if getattr(config, "is_encoder_decoder", False):
+        raise PetrecModelError(
+            f"model.backbone: {config.model_type!r} is an encoder-decoder model; petrec needs an "
+            "encoder (BERT-like) or a decoder (GPT-like) backbone"
+        )
+    if getattr(config, "is_decoder", False):
+        return True
+    mt = config.model_type
+    return mt in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and mt not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+
+def _load_error(cfg: ModelConfig, path: str, exc: Exception) -> PetrecModelError:
+    return PetrecModelError(
+        f"model.backbone={cfg.backbone!r}: could not load {path!r} ({type(exc).__name__}: "
+        f"{str(exc).splitlines()[0] if str(exc) else ''}). petrec runs offline: give a local "
+        "folder, the alias 'minilm', or a hub id already in the Hugging Face cache"
+    )
+
+
+def load_backbone(cfg: ModelConfig) -> tuple[nn.Module, bool]:
+    """The HF base model (no LM / classification head) named by ``cfg.backbone``.
+
+    The BERT-style pooler, when present, is removed: petrec pools itself, and an unused
+    trained layer would break DDP (parameters without gradients) and inflate counts.
+
+    Returns:
+        ``(backbone, is_decoder)``.
+    """
+    path = resolve_model(cfg.backbone)
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except (OSError, ValueError) as exc:
+        raise _load_error(cfg, path, exc) from exc
+    decoder = is_decoder_config(config)
+    try:
+        backbone = AutoModel.from_pretrained(path, config=config, dtype=_DTYPES[cfg.dtype])
+    except (OSError, ValueError) as exc:
+        raise _load_error(cfg, path, exc) from exc
+    if isinstance(getattr(backbone, "pooler", None), nn.Module):
+        backbone.pooler = None
+    return backbone, decoder
+
+
+def load_tokenizer(cfg: ModelConfig) -> PreTrainedTokenizerBase:
+    """The backbone's tokenizer, ready for batching.
+
+    * Decoders without a pad token get ``pad = eos`` (the attention mask keeps padding out
+      of every computation, so reusing eos is safe).
+    * ``padding_side`` is ``cfg.padding_side`` (``right`` by default for every model). The
+      model's pooling finds the first / last real token from the attention mask, so ``cls``
+      and ``last`` pooling are correct under either side; with left padding the model also
+      derives position ids from the mask.
+
+    Raises:
+        PetrecModelError: The tokenizer cannot be loaded, or has neither pad nor eos token.
+    """
+    path = resolve_model(cfg.backbone)
+    try:
+        tok = AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as exc:
+        raise _load_error(cfg, path, exc) from exc
+    if tok.pad_token is None:
+        if tok.eos_token is None:
+            raise PetrecModelError(
+                f"model.backbone={cfg.backbone!r}: the tokenizer has neither a pad nor an eos token"
+            )
+        tok.pad_token = tok.eos_token
+    tok.padding_side = cfg.padding_side
+    return tok
+
+
+def _attach(model: BehaviourModel, cfg: ModelConfig) -> nn.Module:
+    try:
+        from petrec.methods import attach
+    except ImportError:  # petrec.methods not importable: fall back for the two trivial methods
+        return _fallback_attach_until_methods_lands(model, cfg)
+    out = attach(model, cfg.method, head=["head"], quantize=cfg.quantize, **cfg.method_kwargs)
+    return model if out is None else out
+
+
+def _fallback_attach_until_methods_lands(model: BehaviourModel, cfg: ModelConfig) -> nn.Module:
+    """Minimal ``full`` / ``head`` freezing, used ONLY while ``petrec.methods.attach`` is absent."""
+    if cfg.method not in ("full", "head") or cfg.quantize is not None:
+        raise PetrecModelError(
+            f"model.method={cfg.method!r} needs petrec.methods.attach, which is not importable"
+        )
+    for param in model.backbone.parameters():
+        param.requires_grad_(cfg.method == "full")
+    return model
+
+
+def build_model(cfg: ModelConfig) -> BehaviourModel:
+    """Load the backbone (offline), build pooling + head, then attach the PEFT method.
+
+    Order: backbone -> gradient checkpointing -> head -> ``petrec.attach(model, cfg.method,
+    head=["head"], quantize=cfg.quantize, **cfg.method_kwargs)``; the head always trains.
+
+    Args:
+        cfg: The model config.
+
+    Returns:
+        The behaviour model with the method's trainable parameters (and the head) unfrozen.
+    """
+    backbone, decoder = load_backbone(cfg)
+    if cfg.gradient_checkpointing:
+        if not getattr(backbone, "supports_gradient_checkpointing", False):
+            raise PetrecModelError(
+                f"model.gradient_checkpointing: {type(backbone).__name__} does not support it"
+            )
+        # Non-reentrant checkpointing also works when the frozen embeddings need no grad.
+        backbone.gradient_checkpointing_enable(
+            gradient_checkpointing_kwargs={"use_reentrant": False}
+        )
+        if hasattr(backbone.config, "use_cache"):
+            backbone.config.use_cache = False
+    model = BehaviourModel(backbone, cfg, is_decoder=decoder)
+    model = _attach(model, cfg)
+    if not isinstance(model, BehaviourModel):
+        raise PetrecModelError(
+            f"petrec.attach returned a {type(model).__name__}, expected the BehaviourModel it was given"
+        )
+    return model

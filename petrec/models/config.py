@@ -1,0 +1,102 @@
+"""Typed configuration of a behaviour model (backbone + pooling + head + PEFT method)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, get_args
+
+__all__ = ["POOLINGS", "TASKS", "ModelConfig", "PetrecModelError"]
+
+Task = Literal["ctr", "rating", "next_item"]
+Pooling = Literal["auto", "cls", "mean", "last"]
+Quantize = Literal["nf4", "int8"]
+PaddingSide = Literal["right", "left"]
+DType = Literal["float32", "bfloat16", "float16", "auto"]
+
+TASKS: tuple[str, ...] = get_args(Task)
+POOLINGS: tuple[str, ...] = get_args(Pooling)
+
+
+class PetrecModelError(ValueError):
+    """A behaviour-model config or input is wrong; the message names the field and what is accepted."""
+
+
+def _check_choice(name: str, value: Any, choices: tuple[Any, ...]) -> None:
+    if value not in choices:
+        raise PetrecModelError(f"model.{name}: got {value!r}; accepted values: {list(choices)}")
+
+
+@dataclass
+class ModelConfig:
+    """Backbone, pooling, task head, PEFT method and quantization of a behaviour model."""
+
+    backbone: str = "minilm"
+    """Hugging Face id, local folder, or the alias ``minilm`` (the packaged all-MiniLM-L6-v2)."""
+    task: Task = "ctr"
+    """``ctr`` (one logit, BCE), ``rating`` (one value, MSE) or ``next_item`` (embeddings, in-batch CE)."""
+    pooling: Pooling = "auto"
+    """``cls`` (first real token), ``mean`` (over the mask), ``last`` (last real token);
+    ``auto`` = ``cls`` for encoders, ``last`` for decoders."""
+    head_hidden: int = 0
+    """Width of the head's hidden layer; 0 = a single linear layer."""
+    dropout: float = 0.1
+    """Dropout on the pooled representation (and inside an MLP head); off in ``eval()``."""
+    method: str = "lora"
+    """PEFT method name from ``petrec.methods`` (full, head, bitfit, lora, dora, ia3, prompt,
+    prefix, adapter, qlora)."""
+    method_kwargs: dict[str, Any] = field(default_factory=dict)
+    """Keyword options of the method (``r``, ``alpha`` ...), passed to ``petrec.attach``."""
+    quantize: Quantize | None = None
+    """Quantize the frozen backbone weights: ``nf4`` or ``int8`` (``qlora`` implies ``nf4``)."""
+    gradient_checkpointing: bool = False
+    """Recompute backbone activations in the backward pass (less memory, ~30% slower)."""
+    temperature: float = 0.05
+    """Softmax temperature of the next-item in-batch loss (scores are cosine similarities)."""
+    padding_side: PaddingSide = "right"
+    """Side the tokenizer pads on; pooling handles both (decoders may prefer ``left``)."""
+    dtype: DType = "float32"
+    """Dtype the backbone weights load in (``auto`` = the checkpoint's own)."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.backbone, str) or not self.backbone:
+            raise PetrecModelError(
+                f"model.backbone: expected a model id or folder, got {self.backbone!r}"
+            )
+        _check_choice("task", self.task, TASKS)
+        _check_choice("pooling", self.pooling, POOLINGS)
+        _check_choice("quantize", self.quantize, (None, *get_args(Quantize)))
+        _check_choice("padding_side", self.padding_side, get_args(PaddingSide))
+        _check_choice("dtype", self.dtype, get_args(DType))
+        if (
+            isinstance(self.head_hidden, bool)
+            or not isinstance(self.head_hidden, int)
+            or self.head_hidden < 0
+        ):
+            raise PetrecModelError(
+                f"model.head_hidden: expected an integer >= 0, got {self.head_hidden!r}"
+            )
+        if not 0.0 <= float(self.dropout) < 1.0:
+            raise PetrecModelError(
+                f"model.dropout: expected a value in [0, 1), got {self.dropout!r}"
+            )
+        if not float(self.temperature) > 0.0:
+            raise PetrecModelError(
+                f"model.temperature: expected a value > 0, got {self.temperature!r}"
+            )
+        if not isinstance(self.method_kwargs, dict):
+            raise PetrecModelError(
+                f"model.method_kwargs: expected a mapping, got {self.method_kwargs!r}"
+            )
+        self._check_method()
+
+    def _check_method(self) -> None:
+        """Validate ``method`` and ``method_kwargs`` against the registry, before any model loads."""
+        try:
+            from petrec.methods.registry import METHODS
+        except ImportError:  # petrec.methods absent: build_model reports it
+            return
+        _check_choice("method", self.method, tuple(METHODS))
+        try:
+            METHODS[self.method].make_options(dict(self.method_kwargs))
+        except (TypeError, ValueError) as exc:
+            raise PetrecModelError(f"model.method_kwargs: {exc}") from exc

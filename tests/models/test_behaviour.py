@@ -1,0 +1,198 @@
+"""BehaviourModel on tiny random BERT / GPT-2 / Llama / Qwen2: shapes, pooling, losses, scores."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from petrec.models import (
+    BehaviourModel,
+    ModelConfig,
+    PetrecModelError,
+    duplicate_target_mask,
+    in_batch_loss,
+)
+from tests.models.conftest import DECODERS, FAMILIES, batch, tiny_backbone
+
+ROWS = [[11, 12, 13, 14, 15], [21, 22], [31, 32, 33], [41]]
+
+
+def make(family: str, task: str = "ctr", dropout: float = 0.1, **kw: object) -> BehaviourModel:
+    backbone = tiny_backbone(family, dropout=dropout)
+    cfg = ModelConfig(backbone=family, task=task, method="full", dropout=dropout, **kw)  # type: ignore[arg-type]
+    torch.manual_seed(1)
+    return BehaviourModel(backbone, cfg, is_decoder=family in DECODERS)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("task", ["ctr", "rating", "next_item"])
+def test_output_shapes(family: str, task: str) -> None:
+    model = make(family, task).eval()
+    ids, mask = batch(ROWS)
+    if task == "next_item":
+        item_ids, item_mask = batch([[50, 51], [52], [53, 54, 55], [56]])
+        out = model(ids, mask, item_input_ids=item_ids, item_attention_mask=item_mask)
+        assert out.logits.shape == (4, 4)
+        assert out.user_embeddings.shape == (4, 32)
+        assert out.item_embeddings.shape == (4, 32)
+        assert torch.allclose(out.user_embeddings.norm(dim=-1), torch.ones(4))
+        assert out.loss.ndim == 0
+    else:
+        out = model(ids, mask, labels=torch.tensor([0.0, 1.0, 1.0, 0.0]))
+        assert out.logits.shape == (4,)
+        assert out.loss.ndim == 0
+        assert model(ids, mask).loss is None
+
+
+@pytest.mark.parametrize(
+    ("family", "expected"), [("bert", "cls"), ("gpt2", "last"), ("llama", "last")]
+)
+def test_auto_pooling_and_override(family: str, expected: str) -> None:
+    assert make(family).pooling == expected
+    assert make(family, pooling="mean").pooling == "mean"
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("mode", ["cls", "mean", "last"])
+def test_pooled_equals_hand_pooling_of_backbone_states(family: str, mode: str) -> None:
+    model = make(family, pooling=mode).eval()
+    ids, mask = batch(ROWS)
+    states = model.backbone(input_ids=ids, attention_mask=mask).last_hidden_state
+    lengths = mask.sum(1).tolist()
+    if mode == "cls":
+        expected = states[:, 0]
+    elif mode == "last":
+        expected = torch.stack([states[i, n - 1] for i, n in enumerate(lengths)])
+    else:
+        expected = torch.stack([states[i, :n].mean(0) for i, n in enumerate(lengths)])
+    assert torch.allclose(model.pooled(ids, mask), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("mode", ["cls", "mean", "last"])
+def test_left_and_right_padding_give_the_same_pooled_vector(family: str, mode: str) -> None:
+    model = make(family, pooling=mode).eval()
+    right = model.pooled(*batch(ROWS, "right"))
+    left = model.pooled(*batch(ROWS, "left"))
+    single = torch.cat([model.pooled(*batch([r])) for r in ROWS])  # no padding at all
+    assert torch.allclose(right, single, atol=1e-5)
+    assert torch.allclose(left, single, atol=1e-5)
+
+
+@pytest.mark.parametrize("family", ["bert", "gpt2"])
+def test_ctr_and_rating_losses_equal_hand_computation(family: str) -> None:
+    ids, mask = batch(ROWS)
+    y = torch.tensor([0.0, 1.0, 1.0, 0.0])
+    model = make(family, "ctr").eval()
+    out = model(ids, mask, labels=y)
+    z = model.head(model.pooled(ids, mask)).squeeze(-1)
+    assert torch.allclose(out.logits, z)
+    hand = (
+        -sum(
+            yi * math.log(1 / (1 + math.exp(-zi)))
+            + (1 - yi) * math.log(1 - 1 / (1 + math.exp(-zi)))
+            for yi, zi in zip(y.tolist(), z.tolist(), strict=True)
+        )
+        / 4
+    )
+    assert out.loss.item() == pytest.approx(hand, rel=1e-5)
+
+    r = torch.tensor([1.0, 5.0, 3.0, 4.0])
+    model = make(family, "rating").eval()
+    out = model(ids, mask, labels=r)
+    pred = model.head(model.pooled(ids, mask)).squeeze(-1)
+    assert torch.allclose(out.logits, pred)
+    hand = sum((p - t) ** 2 for p, t in zip(pred.tolist(), r.tolist(), strict=True)) / 4
+    assert out.loss.item() == pytest.approx(hand, rel=1e-5)
+
+
+def _hand_in_batch_ce(scores: torch.Tensor, targets: list[int], temperature: float) -> float:
+    """Row i: -log softmax over columns j with targets[j] != targets[i] or j == i."""
+    total = 0.0
+    for i in range(len(targets)):
+        cols = [j for j in range(len(targets)) if j == i or targets[j] != targets[i]]
+        logz = math.log(sum(math.exp(scores[i, j].item() / temperature) for j in cols))
+        total += logz - scores[i, i].item() / temperature
+    return total / len(targets)
+
+
+@pytest.mark.parametrize("family", ["bert", "llama"])
+def test_next_item_scores_and_in_batch_loss_with_duplicates(family: str) -> None:
+    model = make(family, "next_item", temperature=0.5).eval()
+    ids, mask = batch(ROWS)
+    # rows 0 and 2 share target 7 (same text); the duplicate must not be a negative
+    targets = [7, 3, 7, 9]
+    texts = {7: [60, 61], 3: [62], 9: [63, 64, 65]}
+    item_ids, item_mask = batch([texts[t] for t in targets])
+    out = model(
+        ids, mask, item_input_ids=item_ids, item_attention_mask=item_mask,
+        target_index=torch.tensor(targets),
+    )  # fmt: skip
+    users = model.encode(ids, mask)
+    items = model.encode(item_ids, item_mask)
+    assert torch.allclose(out.logits, users @ items.T, atol=1e-6)
+    assert torch.allclose(model.score_all(users, items), users @ items.T)
+    assert out.loss.item() == pytest.approx(_hand_in_batch_ce(out.logits, targets, 0.5), rel=1e-5)
+    unmasked = _hand_in_batch_ce(out.logits, [0, 1, 2, 3], 0.5)  # duplicates counted as negatives
+    assert out.loss.item() != pytest.approx(unmasked, rel=1e-5)
+    # without target_index, duplicates are found from identical item tokens: same loss
+    same = model(ids, mask, item_input_ids=item_ids, item_attention_mask=item_mask)
+    assert same.loss.item() == pytest.approx(out.loss.item(), rel=1e-6)
+
+
+def test_duplicate_mask_and_loss_helpers() -> None:
+    ids, mask = batch([[5, 6], [7], [5, 6], [5]])
+    expected = torch.zeros(4, 4, dtype=torch.bool)
+    expected[0, 2] = expected[2, 0] = True
+    assert torch.equal(duplicate_target_mask(None, ids, mask), expected)
+    assert torch.equal(duplicate_target_mask(torch.tensor([1, 2, 1, 3]), ids, mask), expected)
+    scores = torch.eye(3)
+    assert in_batch_loss(scores, torch.zeros(3, 3, dtype=torch.bool), 1.0).item() == pytest.approx(
+        -math.log(math.e / (math.e + 2))
+    )
+
+
+def test_next_item_head_starts_as_identity_and_embed_items_is_ordered() -> None:
+    model = make("bert", "next_item").eval()
+    ids, mask = batch(ROWS)
+    assert torch.allclose(
+        model.encode(ids, mask), F.normalize(model.pooled(ids, mask), dim=-1), atol=1e-6
+    )
+    catalogue = [[50 + i, 60 + i] if i % 2 else [50 + i] for i in range(7)]
+    batches = [
+        dict(zip(("input_ids", "attention_mask"), batch(catalogue[s : s + 3]), strict=True))
+        for s in (0, 3, 6)
+    ]
+    emb = model.embed_items(batches)
+    assert emb.shape == (7, 32)
+    assert not emb.requires_grad
+    assert torch.allclose(emb, torch.cat([model.encode(*batch([c])) for c in catalogue]), atol=1e-5)
+
+
+@pytest.mark.parametrize("family", ["bert", "gpt2"])
+def test_dropout_off_in_eval_on_in_train(family: str) -> None:
+    model = make(family, "ctr", dropout=0.5, head_hidden=16)
+    ids, mask = batch(ROWS)
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(model(ids, mask).logits, model(ids, mask).logits)
+    model.train()
+    with torch.no_grad():
+        assert not torch.equal(model(ids, mask).logits, model(ids, mask).logits)
+
+
+def test_bad_inputs_raise_model_errors() -> None:
+    model = make("bert", "ctr")
+    ids, mask = batch(ROWS)
+    with pytest.raises(PetrecModelError, match="labels: 3 values for a batch of 4"):
+        model(ids, mask, labels=torch.ones(3))
+    with pytest.raises(PetrecModelError, match="must have the same shape"):
+        model(ids, mask[:, :2])
+    with pytest.raises(PetrecModelError, match="encode\\(\\) is for task 'next_item'"):
+        model.encode(ids, mask)
+    nxt = make("bert", "next_item")
+    with pytest.raises(PetrecModelError, match="not labels"):
+        nxt(ids, mask, labels=torch.ones(4))
