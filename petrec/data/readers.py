@@ -104,9 +104,9 @@ def read_delimited(path: str | Path, *, sep: str, names: list[str] | None = None
     except pd.errors.ParserError as exc:
         raise DataFileError(f"{path}: malformed line ({exc}); wrong separator {sep!r} or quoting?") from None
     expected = n_columns if n_columns is not None else (len(names) if names else None)
-    if df.shape[1] == 1 or (expected is not None and df.shape[1] != expected):
-        with _open_text(path, encoding) as fh:
-            first = fh.readline()
+    with _open_text(path, encoding) as fh:
+        first = fh.readline()
+    if sep not in first or df.shape[1] == 1 or (expected is not None and df.shape[1] != expected):
         other = _sniff(first, sep)
         if other is not None or (expected is not None and df.shape[1] != expected):
             what = f"it looks {_SEPARATORS.get(other, repr(other))}-separated" if other else (
@@ -240,7 +240,7 @@ def read_unisrec(folder: str | Path, name: str = "Scientific") -> Tables:
         df["split"], df["row"] = split, np.arange(len(df))
         parts[split] = df
     train = parts["train"].sort_values(["user", "row"], ascending=[True, False], kind="stable")
-    first = train.drop_duplicates("user", keep="last")  # shortest history = earliest target
+    first = train.drop_duplicates("user", keep="first")  # shortest history = earliest target
     first = pd.DataFrame({"user": first["user"].to_numpy(),
                           "item": first["hist"].astype(str).str.split(" ", n=1).str[0].astype("int64"),
                           "order": 0})

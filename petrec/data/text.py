@@ -99,8 +99,8 @@ def render_column(task: str, template: str, names: np.ndarray, hist_codes: np.nd
             levels, level_idx = np.unique(np.nan_to_num(hist_ratings, nan=-1.0), return_inverse=True)
             tags = [" (rated " + fmt_rating(np.nan if v == -1.0 else v) + ")" for v in levels]
             table = [pc.binary_join_element_wise(name_arr, t, "") for t in tags]
-            seg = pa.concat_arrays([t.combine_chunks() if hasattr(t, "combine_chunks") else t for t in table])
-            flat = seg.take(pa.array(level_idx.reshape(-1) * n_items + hist_codes))
+            seg = pa.concat_arrays(table) if table else pa.array([], type=pa.string())
+            flat = seg.take(pa.array(level_idx.reshape(-1) * n_items + hist_codes, type=pa.int64()))
         else:
             seg = pa.concat_arrays([pc.binary_join_element_wise(name_arr, " (disliked)", ""),
                                     pc.binary_join_element_wise(name_arr, " (liked)", "")])

@@ -102,7 +102,10 @@ def coerce_time(values: pd.Series, lines: pd.Series, source: Source) -> pd.Serie
         numeric = pd.to_numeric(values, errors="coerce")
         if numeric.notna().all():
             return numeric.astype("float64").round().astype("int64")
-        parsed = pd.to_datetime(values, errors="coerce", utc=True, format="mixed")
+        if numeric.notna().any():  # mostly numbers: the cells that are not are the mistake
+            parsed = pd.to_datetime(numeric, errors="coerce", unit="s", utc=True)
+        else:
+            parsed = pd.to_datetime(values, errors="coerce", utc=True, format="mixed")
         if parsed.isna().any():
             i, line = _first_bad(parsed.isna(), lines)
             raise DataSchemaError(
@@ -138,6 +141,7 @@ def _apply(df: pd.DataFrame, bad: pd.Series | np.ndarray, reason: str, message: 
     if policy == "error":
         i, line = _first_bad(bad, df["_line"])
         value = df[column].iloc[i] if column in df.columns else None
+        value = value.item() if hasattr(value, "item") else value
         raise DataValueError(
             f"{source.where(line, column)}: {message} (value {value!r}); {n} such rows. "
             f"Fix the data or pass policy='filter' (--filter) to drop them with a count"
