@@ -27,7 +27,7 @@ from petrec.methods.quantization import (
     quantize_model,
     weight_memory,
 )
-from petrec.methods.registry import get_method
+from petrec.methods.registry import MethodSpec, get_method
 from petrec.methods.simple import wrap_heads
 from petrec.methods.state import AdapterRecord, PetrecState, get_state, set_state
 
@@ -84,7 +84,39 @@ def attach(
     if quantize is not None and method == "full":
         raise PetrecMethodError("method 'full' cannot train a quantized base; use 'qlora' or quantize with 'lora'")
     heads = resolve_heads(model, head)
+    flags = {id(p): p.requires_grad for p in model.parameters()}
     state = get_state(model, required=False)
+    fresh = state is None
+    try:
+        state = _prepare(model, state, spec, method, quantize, heads, adapter_name)
+        found = spec.apply(model, opts, targets, heads, adapter_name)
+    except Exception:
+        # Leave the model as it was (quantization, if it already ran, cannot be undone).
+        for p in model.parameters():
+            p.requires_grad_(flags.get(id(p), False))
+        if fresh:
+            set_state(model, None)
+        raise
+    if heads and method != "full" and not spec.peft_native:
+        wrap_heads(model, heads, adapter_name)
+    options = dataclasses.asdict(opts)
+    state.adapters[adapter_name] = AdapterRecord(method, options, list(found), heads, state.quantize)
+    set_state(model, state)
+    set_adapter(model, adapter_name)
+    state.adapters[adapter_name].trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    return model
+
+
+def _prepare(
+    model: nn.Module,
+    state: PetrecState | None,
+    spec: MethodSpec,
+    method: str,
+    quantize: str | None,
+    heads: list[str],
+    adapter_name: str,
+) -> PetrecState:
+    """Create the state on first attach (fingerprint, quantize, freeze) or check a second one."""
     if state is None:
         state = PetrecState(base_fingerprint=fingerprint(model))
         existing = _detect_quantized(model)
@@ -108,15 +140,7 @@ def attach(
             )
         if quantize not in (None, state.quantize):
             raise PetrecMethodError(f"the base is already {state.quantize or 'unquantized'}; got quantize={quantize!r}")
-    found = spec.apply(model, opts, targets, heads, adapter_name)
-    if heads and method != "full" and not spec.peft_native:
-        wrap_heads(model, heads, adapter_name)
-    options = dataclasses.asdict(opts)
-    state.adapters[adapter_name] = AdapterRecord(method, options, list(found), heads, state.quantize)
-    set_state(model, state)
-    set_adapter(model, adapter_name)
-    state.adapters[adapter_name].trainable = [n for n, p in model.named_parameters() if p.requires_grad]
-    return model
+    return state
 
 
 def _registry() -> list[str]:

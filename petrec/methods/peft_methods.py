@@ -68,6 +68,11 @@ def _lora_targets(model: nn.Module, targets: str | Sequence[str] | None, heads: 
     return sorted(found)
 
 
+def _is_conv1d(model: nn.Module, names: list[str]) -> bool:
+    """GPT-2's ``Conv1D`` stores its weight transposed; peft must be told (it would warn)."""
+    return any(type(model.get_submodule(n)).__name__ == "Conv1D" for n in names)
+
+
 def _inject(model: nn.Module, cfg: Any, heads: list[str], adapter_name: str) -> None:
     """Inject peft layers; wrap the heads ourselves, then record them as ``modules_to_save``.
 
@@ -103,6 +108,7 @@ def apply_lora(
         lora_dropout=opts.dropout,
         target_modules=found,
         use_dora=use_dora,
+        fan_in_fan_out=_is_conv1d(model, found),
     )
     _inject(model, cfg, heads, adapter_name)
     return found
@@ -135,10 +141,10 @@ def apply_ia3(
         raise PetrecMethodError(f"no IA3 target modules found for targets={targets!r}")
     if opts.feedforward is not None:
         ff = sorted(set(match_targets(model, opts.feedforward, exclude=heads)) & set(found))
-    elif targets is None and mtype in FF_MAP:
+    elif mtype in FF_MAP:
         ff = sorted(set(match_targets(model, FF_MAP[mtype], exclude=heads)) & set(found))
     else:
         ff = []
-    cfg = IA3Config(target_modules=found, feedforward_modules=ff)
+    cfg = IA3Config(target_modules=found, feedforward_modules=ff, fan_in_fan_out=_is_conv1d(model, found))
     _inject(model, cfg, heads, adapter_name)
     return found
