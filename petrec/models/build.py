@@ -18,6 +18,7 @@ from transformers.models.auto.modeling_auto import (
     MODEL_FOR_MASKED_LM_MAPPING_NAMES,
 )
 
+from petrec.methods import attach
 from petrec.models.behaviour import BehaviourModel
 from petrec.models.config import ModelConfig, PetrecModelError
 from petrec.paths import resolve_model
@@ -113,26 +114,6 @@ def load_tokenizer(cfg: ModelConfig) -> PreTrainedTokenizerBase:
     return tok
 
 
-def _attach(model: BehaviourModel, cfg: ModelConfig) -> nn.Module:
-    try:
-        from petrec.methods import attach
-    except ImportError:  # petrec.methods not importable: fall back for the two trivial methods
-        return _fallback_attach_until_methods_lands(model, cfg)
-    out = attach(model, cfg.method, head=["head"], quantize=cfg.quantize, **cfg.method_kwargs)
-    return model if out is None else out
-
-
-def _fallback_attach_until_methods_lands(model: BehaviourModel, cfg: ModelConfig) -> nn.Module:
-    """Minimal ``full`` / ``head`` freezing, used ONLY while ``petrec.methods.attach`` is absent."""
-    if cfg.method not in ("full", "head") or cfg.quantize is not None:
-        raise PetrecModelError(
-            f"model.method={cfg.method!r} needs petrec.methods.attach, which is not importable"
-        )
-    for param in model.backbone.parameters():
-        param.requires_grad_(cfg.method == "full")
-    return model
-
-
 def build_model(cfg: ModelConfig) -> BehaviourModel:
     """Load the backbone (offline), build pooling + head, then attach the PEFT method.
 
@@ -158,7 +139,7 @@ def build_model(cfg: ModelConfig) -> BehaviourModel:
         if hasattr(backbone.config, "use_cache"):
             backbone.config.use_cache = False
     model = BehaviourModel(backbone, cfg, is_decoder=decoder)
-    model = _attach(model, cfg)
+    model = attach(model, cfg.method, head=["head"], quantize=cfg.quantize, **cfg.method_kwargs)
     if not isinstance(model, BehaviourModel):
         raise PetrecModelError(
             f"petrec.attach returned a {type(model).__name__}, expected the BehaviourModel it was given"

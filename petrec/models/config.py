@@ -91,10 +91,8 @@ class ModelConfig:
 
     def _check_method(self) -> None:
         """Validate ``method`` and ``method_kwargs`` against the registry, before any model loads."""
-        try:
-            from petrec.methods.registry import METHODS
-        except ImportError:  # petrec.methods absent: build_model reports it
-            return
+        from petrec.methods.registry import METHODS  # lazy: keeps config import light
+
         _check_choice("method", self.method, tuple(METHODS))
         try:
             METHODS[self.method].make_options(dict(self.method_kwargs))

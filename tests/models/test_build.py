@@ -1,0 +1,207 @@
+"""build_model / load_tokenizer / ModelConfig: offline loading, real petrec.attach, tokenizer padding."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModel, T5Config
+
+from petrec.models import (
+    BehaviourModel,
+    ModelConfig,
+    PetrecModelError,
+    build_model,
+    is_decoder_config,
+    load_tokenizer,
+)
+from tests.models.conftest import batch, tiny_config
+
+ROWS = [[11, 12, 13, 14, 15], [21, 22], [31, 32, 33]]
+
+
+def trainable(model: torch.nn.Module) -> dict[str, int]:
+    return {n: p.numel() for n, p in model.named_parameters() if p.requires_grad}
+
+
+@pytest.mark.parametrize(
+    ("family", "decoder"), [("bert", False), ("gpt2", True), ("llama", True), ("qwen2", True)]
+)
+def test_is_decoder_config(family: str, decoder: bool) -> None:
+    assert is_decoder_config(tiny_config(family)) is decoder
+
+
+def test_encoder_decoder_backbones_are_rejected() -> None:
+    with pytest.raises(PetrecModelError, match="'t5' is an encoder-decoder model"):
+        is_decoder_config(T5Config())
+
+
+@pytest.mark.parametrize("family", ["bert", "gpt2"])
+def test_build_full_and_head_with_real_attach(family: str, tiny_dirs: dict[str, Path]) -> None:
+    full = build_model(ModelConfig(backbone=str(tiny_dirs[family]), method="full"))
+    assert isinstance(full, BehaviourModel)
+    assert not any("pooler" in n for n, _ in full.named_parameters())  # removed: never trained
+    n_all = sum(p.numel() for p in full.parameters())
+    assert sum(trainable(full).values()) == n_all
+    head = build_model(ModelConfig(backbone=str(tiny_dirs[family]), method="head"))
+    # only the linear head: 32 weights + 1 bias (names may gain a wrapper prefix)
+    assert sum(trainable(head).values()) == 33
+    assert all(n.startswith("head.") for n in trainable(head))
+    # the same pretrained weights were loaded both times
+    saved = AutoModel.from_pretrained(tiny_dirs[family])
+    ids, mask = batch(ROWS)
+    saved.eval()
+    head.eval()
+    ref = saved(input_ids=ids, attention_mask=mask).last_hidden_state
+    assert torch.allclose(head.backbone(input_ids=ids, attention_mask=mask).last_hidden_state, ref)
+
+
+@pytest.mark.parametrize("family", ["bert", "llama"])
+def test_build_lora_trains_only_lora_and_head(family: str, tiny_dirs: dict[str, Path]) -> None:
+    cfg = ModelConfig(
+        backbone=str(tiny_dirs[family]), task="rating", method="lora", method_kwargs={"r": 4}
+    )
+    model = build_model(cfg)
+    names = trainable(model)
+    lora = {n: k for n, k in names.items() if "lora_" in n}
+    rest = {n for n in names if n not in lora}
+    assert lora, "no LoRA parameters were added"
+    assert all(n.startswith("head.") for n in rest)
+    assert sum(names[n] for n in rest) == 33
+    for name, param in model.named_parameters():  # every LoRA matrix has rank 4
+        if "lora_A" in name:
+            assert param.shape[0] == 4
+        if "lora_B" in name:
+            assert param.shape[1] == 4
+    # a backward pass reaches LoRA and head, nothing else
+    ids, mask = batch(ROWS)
+    model(ids, mask, labels=torch.tensor([1.0, 2.0, 3.0])).loss.backward()
+    with_grad = {n for n, p in model.named_parameters() if p.grad is not None}
+    assert with_grad == set(names)
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(tiny_dirs: dict[str, Path]) -> None:
+    grads = []
+    for ckpt in (False, True):
+        cfg = ModelConfig(
+            backbone=str(tiny_dirs["gpt2"]), method="full", dropout=0.0, gradient_checkpointing=ckpt
+        )
+        torch.manual_seed(0)  # same head init both times
+        model = build_model(cfg)
+        assert model.backbone.is_activation_checkpointing is ckpt
+        model.train()  # checkpointing is only active in training mode
+        for m in model.backbone.modules():
+            if isinstance(m, torch.nn.Dropout):
+                m.p = 0.0
+        ids, mask = batch(ROWS)
+        model(ids, mask, labels=torch.tensor([1.0, 0.0, 1.0])).loss.backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys()
+    for name, g in grads[0].items():
+        assert torch.allclose(g, grads[1][name], atol=1e-6), name
+
+
+def test_tokenizer_pad_falls_back_to_eos_and_padding_side(tiny_dirs: dict[str, Path]) -> None:
+    tok = load_tokenizer(ModelConfig(backbone=str(tiny_dirs["gpt2"])))
+    assert tok.pad_token == tok.eos_token == "</s>"
+    assert tok.padding_side == "right"
+    left = load_tokenizer(ModelConfig(backbone=str(tiny_dirs["gpt2"]), padding_side="left"))
+    enc = left(["w1 w2 w3", "w4"], padding=True, return_tensors="pt")
+    assert enc["attention_mask"].tolist() == [[1, 1, 1], [0, 0, 1]]
+    assert enc["input_ids"][1].tolist() == [1, 1, 14]  # eos id 1 pads on the left
+    bert = load_tokenizer(ModelConfig(backbone=str(tiny_dirs["bert"])))
+    assert bert.pad_token == "<pad>"
+
+
+def test_left_padded_batches_score_like_right_padded_ones(tiny_dirs: dict[str, Path]) -> None:
+    cfg = ModelConfig(backbone=str(tiny_dirs["gpt2"]), method="head")
+    model = build_model(cfg).eval()
+    texts = ["w1 w2 w3 w4", "w5", "w6 w7"]
+    outs = []
+    for side in ("right", "left"):
+        tok = load_tokenizer(ModelConfig(backbone=str(tiny_dirs["gpt2"]), padding_side=side))
+        enc = tok(texts, padding=True, return_tensors="pt")
+        outs.append(model(enc["input_ids"], enc["attention_mask"]).logits)
+    assert torch.allclose(outs[0], outs[1], atol=1e-5)
+
+
+def test_missing_backbone_is_one_clear_error(tmp_path: Path) -> None:
+    missing = tmp_path / "nope"
+    with pytest.raises(PetrecModelError, match=r"could not load .*nope.*petrec runs offline"):
+        build_model(ModelConfig(backbone=str(missing), method="head"))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        (
+            {"task": "ranking"},
+            r"model.task: got 'ranking'; accepted values: \['ctr', 'rating', 'next_item'\]",
+        ),
+        ({"pooling": "max"}, r"model.pooling: got 'max'"),
+        ({"dropout": 1.0}, r"model.dropout: expected a value in \[0, 1\)"),
+        ({"temperature": 0.0}, r"model.temperature: expected a value > 0"),
+        ({"head_hidden": -1}, r"model.head_hidden: expected an integer >= 0"),
+        ({"quantize": "fp8"}, r"model.quantize: got 'fp8'"),
+        ({"method": "lorax"}, r"model.method: got 'lorax'; accepted values: \['full', 'head'"),
+        (
+            {"method": "lora", "method_kwargs": {"rank": 4}},
+            r"model.method_kwargs: .*unknown option",
+        ),
+    ],
+)
+def test_config_validation(kwargs: dict, match: str) -> None:
+    with pytest.raises(PetrecModelError, match=match):
+        ModelConfig(**kwargs)
+
+
+def test_real_minilm(minilm_dir: Path) -> None:
+    """The packaged all-MiniLM-L6-v2: 384-d, and its mean-pooled embeddings rank meaning."""
+    cfg = ModelConfig(
+        backbone="minilm", task="next_item", pooling="mean", method="head", dropout=0.0
+    )
+    model = build_model(cfg).eval()
+    tok = load_tokenizer(cfg)
+    assert model.hidden_size == 384
+    assert model.pooling == "mean"
+    texts = [
+        "a science fiction film about astronauts travelling through space",
+        "a movie about a space mission to another planet",
+        "a recipe for baking a chocolate cake",
+    ]
+    enc = tok(texts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        emb = model.encode(enc["input_ids"], enc["attention_mask"])
+        states = model.backbone(**enc).last_hidden_state
+    m = enc["attention_mask"].unsqueeze(-1).float()
+    hand = torch.nn.functional.normalize((states * m).sum(1) / m.sum(1), dim=-1)
+    assert torch.allclose(emb, hand, atol=1e-5)  # identity head at init
+    sims = model.score_all(emb, emb)
+    assert sims[0, 1] > sims[0, 2] + 0.2
+    assert sims[1, 0] > sims[1, 2] + 0.2
+    # in-batch training step: loss finite, only the head gets gradients
+    model.train()
+    out = model(
+        enc["input_ids"], enc["attention_mask"],
+        item_input_ids=enc["input_ids"], item_attention_mask=enc["attention_mask"],
+    )  # fmt: skip
+    out.loss.backward()
+    assert torch.isfinite(out.loss)
+    assert {n for n, p in model.named_parameters() if p.grad is not None} == set(trainable(model))
+
+
+def test_lora_with_gradient_checkpointing_reaches_lora_weights(tiny_dirs: dict[str, Path]) -> None:
+    # frozen embeddings + checkpointing: non-reentrant checkpointing must still give LoRA grads
+    cfg = ModelConfig(
+        backbone=str(tiny_dirs["llama"]),
+        method="lora",
+        method_kwargs={"r": 2},
+        gradient_checkpointing=True,
+    )
+    model = build_model(cfg).train()
+    ids, mask = batch(ROWS)
+    model(ids, mask, labels=torch.tensor([1.0, 0.0, 1.0])).loss.backward()
+    lora_grads = [p.grad for n, p in model.named_parameters() if "lora_B" in n]
+    assert lora_grads and all(g is not None for g in lora_grads)
+    assert {n for n, p in model.named_parameters() if p.grad is not None} == set(trainable(model))
