@@ -79,6 +79,8 @@ class DataConfig:
     """csv dataset: field separator; None → from the extension (.tsv → tab, else comma)."""
     encoding: str = "utf-8"
     """csv dataset: text encoding of the files."""
+    synthetic_seed: int = 0
+    """synthetic dataset: seed of the world itself (``seed`` only drives sampling and splits)."""
     synthetic_users: int = 300
     """synthetic dataset: number of users."""
     synthetic_items: int = 300
@@ -117,7 +119,7 @@ class DataConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise _bad(name, value, f"an integer >= {low}")
-        for name in ("min_user_interactions", "min_item_interactions", "seed"):
+        for name in ("min_user_interactions", "min_item_interactions", "seed", "synthetic_seed"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise _bad(name, value, "an integer >= 0")

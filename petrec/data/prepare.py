@@ -40,7 +40,7 @@ _MOVIES = ("ml-100k", "ml-1m", "ml-latest-small")
 def load_tables(cfg: DataConfig) -> readers.Tables:
     """Read the configured dataset into canonical tables (no validation yet)."""
     if cfg.dataset == "synthetic":
-        return synthetic_world(cfg.seed, cfg.synthetic_users, cfg.synthetic_items, cfg.synthetic_mean_len)
+        return synthetic_world(cfg.synthetic_seed, cfg.synthetic_users, cfg.synthetic_items, cfg.synthetic_mean_len)
     if cfg.dataset == "csv":
         tables = readers.read_log(cfg.interactions_path, cfg.columns, sep=cfg.sep, encoding=cfg.encoding)
         if cfg.items_path:
