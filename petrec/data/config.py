@@ -72,7 +72,7 @@ class DataConfig:
     items_path: str | None = None
     """csv dataset: optional item catalogue file."""
     columns: dict[str, str] = field(default_factory=dict)
-    """csv dataset: canonical name (user, item, time, rating, label) → column name in the log."""
+    """csv dataset: canonical name (user, item, time, rating, label) → column name (default user_id, item_id)."""
     item_columns: dict[str, str] = field(default_factory=dict)
     """csv dataset: canonical name (item, title, genres, year, category, brand, text) → catalogue column."""
     sep: str | None = None
@@ -152,9 +152,10 @@ class DataConfig:
             raise _bad("item_columns", self.item_columns, "keys among " + ", ".join(ITEM_COLUMN_KEYS))
         if self.dataset == "csv" and not self.interactions_path:
             raise _bad("interactions_path", self.interactions_path, "a file path when dataset='csv'")
+        self.columns, self.item_columns = dict(self.columns), dict(self.item_columns)
         if self.dataset == "csv":
             for key in ("user", "item"):
-                self.columns.setdefault(key, key if key != "user" else "user_id")
+                self.columns.setdefault(key, f"{key}_id")
         if self.data_dir is not None:
             self.data_dir = os.fspath(self.data_dir)
 

@@ -84,3 +84,16 @@ def test_p1_few_shot_is_seeded_subset(shared_data_dir: Path, p1) -> None:
     assert set(zip(a.splits["train"]["user_id"], a.splits["train"]["item_id"], strict=True)) <= full
     assert a.splits["test"].to_list() == p1.splits["test"].to_list()
     assert a.summary["train_examples_before_sampling"] == 8000
+
+
+def test_p2_temporal_on_ml100k(shared_data_dir: Path) -> None:
+    from petrec.data import DataConfig, prepare
+
+    data = prepare(DataConfig.preset("P2", data_dir=str(shared_data_dir)))
+    sizes = {n: data.splits[n].num_rows for n in ("train", "valid", "test")}
+    assert sum(sizes.values()) == 100_000 - 943  # every rating but each user's first is a target
+    assert 9_000 < sizes["test"] < 11_000
+    cut1, cut2 = data.summary["temporal_cuts"]
+    assert max(data.splits["train"]["timestamp"]) < cut1 <= min(data.splits["valid"]["timestamp"])
+    assert max(data.splits["valid"]["timestamp"]) < cut2 <= min(data.splits["test"]["timestamp"])
+    assert set(data.splits["test"]["user_id"]) & set(data.splits["train"]["user_id"])  # users seen in training
