@@ -227,3 +227,5 @@ OPTIONS: dict[str, dict[str, Any]] = {
 }
 
 BATCH = _batch
+
+FAMILIES_BY_NAME = {f.name: f for f in families()}
