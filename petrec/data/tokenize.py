@@ -81,14 +81,27 @@ def _tokenize_batch(batch: dict[str, list], tokenizer: Any, max_length: int, nam
         lo = {r: 0 for r in over}  # largest count known to fit
         hi = {r: full[r] - 1 for r in over}  # largest count that may fit
         best = dict(zip(over, base, strict=True))
+        # First probe: the count that fits if every history item costs the same number of tokens;
+        # second probe: its neighbour. Then plain bisection. Any probe in (lo, hi] keeps it exact.
+        per_item = {r: max(1e-9, (len(ids[r]) - len(b)) / full[r]) for r, b in zip(over, base, strict=True)}
+        guess = {r: int((max_length - len(b)) / per_item[r]) for r, b in zip(over, base, strict=True)}
+        fit_last: dict[int, bool] = {}
+        step = 0
         while True:
             todo = [r for r in over if lo[r] < hi[r]]
             if not todo:
                 break
-            mid = [(lo[r] + hi[r] + 1) // 2 for r in todo]
+            if step == 0:
+                mid = [min(max(guess[r], lo[r] + 1), hi[r]) for r in todo]
+            elif step == 1:
+                mid = [lo[r] + 1 if fit_last[r] else hi[r] for r in todo]
+            else:
+                mid = [(lo[r] + hi[r] + 1) // 2 for r in todo]
+            step += 1
             enc = encode(_render_rows(batch, todo, mid, names, task, template, noun))
             for r, m, e in zip(todo, mid, enc, strict=True):
-                if len(e) <= max_length:
+                fit_last[r] = len(e) <= max_length
+                if fit_last[r]:
                     lo[r], best[r] = m, e
                 else:
                     hi[r] = m - 1
