@@ -23,6 +23,9 @@ import yaml
 
 T = TypeVar("T")
 
+#: What YAML 1.1 meant by a bare boolean word, for fields that expect that word.
+_YAML11_WORD = {False: "no", True: "yes"}
+
 
 class ConfigError(ValueError):
     """A config file or override is wrong; the message names the key and what is accepted."""
@@ -47,6 +50,8 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
     if tp is Any:
         return value
     if origin is Literal:
+        if isinstance(value, bool) and _YAML11_WORD[value] in get_args(tp):
+            return _YAML11_WORD[value]  # YAML 1.1 reads a bare `no` as false
         if value in get_args(tp):
             return value
         raise ConfigError(f"{key}: got {value!r}; accepted values: {_type_name(tp)}")
@@ -124,13 +129,28 @@ def from_dict(cls: type[T], data: Mapping[str, Any], *, prefix: str = "") -> T:
         raise ConfigError(
             f"unknown key {prefix + unknown[0]!r} in {cls.__name__}; accepted keys: {', '.join(sorted(fields))}"
         )
-    kwargs = {name: _convert(value, hints[name], f"{prefix}{name}") for name, value in data.items()}
+    kwargs = {}
+    for name, value in data.items():
+        default = _default_of(fields[name])
+        if isinstance(value, Mapping) and dataclasses.is_dataclass(default):
+            # A partial section starts from the field's own default (e.g. a recipe's
+            # TrainConfig(epochs=2)), not from the nested class's bare defaults.
+            value = merge_dicts(to_dict(default), value)
+        kwargs[name] = _convert(value, hints[name], f"{prefix}{name}")
     try:
         return cls(**kwargs)
     except (ValueError, TypeError) as exc:
         if isinstance(exc, ConfigError):
             raise
         raise ConfigError(f"{prefix.rstrip('.') or cls.__name__}: {exc}") from exc
+
+
+def _default_of(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None
 
 
 def to_dict(obj: Any) -> Any:
@@ -170,6 +190,8 @@ def parse_overrides(argv: Sequence[str]) -> dict[str, Any]:
             value = yaml.safe_load(raw)
         except yaml.YAMLError:
             value = raw
+        if isinstance(value, bool) and raw.strip().lower() not in ("true", "false"):
+            value = raw  # keep yes/no/on/off as words; only true/false are booleans
         node = out
         parts = key.replace("-", "_").split(".")
         for part in parts[:-1]:

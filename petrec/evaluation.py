@@ -56,13 +56,13 @@ def evaluate_ctr(model: nn.Module, loader: Any, accelerator: Accelerator) -> dic
     """AUC (first: the default selection metric), log loss, accuracy and F1 of click/like logits."""
     logits, labels = predict_scores(model, loader, accelerator)
     probs = 1.0 / (1.0 + np.exp(-logits))
-    return M.compute_ctr(labels.astype(np.int64), probs)
+    return {**M.compute_ctr(labels.astype(np.int64), probs), "n_examples": float(len(labels))}
 
 
 def evaluate_rating(model: nn.Module, loader: Any, accelerator: Accelerator) -> dict[str, float]:
     """RMSE (first: the default selection metric) and MAE of rating predictions."""
     preds, targets = predict_scores(model, loader, accelerator)
-    return M.compute_rating(targets, preds)
+    return {**M.compute_rating(targets, preds), "n_examples": float(len(targets))}
 
 
 def make_next_item_eval(item_loader: Any, ks: tuple[int, ...] = (10, 50), exclude_history: bool = True) -> EvalFn:
@@ -96,7 +96,9 @@ def make_next_item_eval(item_loader: Any, ks: tuple[int, ...] = (10, 50), exclud
             for name, tensor in gathered.items():
                 per_user.setdefault(name, []).append(tensor.cpu())
         ordered = [f"ndcg@{ks[0]}", *sorted(k for k in per_user if k != f"ndcg@{ks[0]}")]
-        return {name: float(torch.cat(per_user[name]).double().mean()) for name in ordered}
+        out = {name: float(torch.cat(per_user[name]).double().mean()) for name in ordered}
+        out["n_examples"] = float(len(torch.cat(per_user[ordered[0]])))
+        return out
 
     return evaluate_next_item
 

@@ -24,14 +24,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 
 import petrec
 from petrec.collate import BehaviourCollator, ItemCollator
 from petrec.config import ConfigError, load_config, to_dict
-from petrec.data import DataConfig, prepare, tokenize_examples, tokenize_items
+from petrec.data import DataConfig, DataError, prepare, tokenize_examples, tokenize_items
 from petrec.evaluation import evaluator_for
-from petrec.models import ModelConfig, build_model, load_tokenizer
+from petrec.models import ModelConfig, PetrecModelError, build_model, load_tokenizer
 from petrec.train import TrainConfig, make_accelerator, train
 
 
@@ -44,7 +45,9 @@ class FinetuneConfig:
     """Which behaviour log, task, protocol and text template."""
     model: ModelConfig = field(default_factory=ModelConfig)
     """Backbone, pooling, head, PEFT method and quantization."""
-    train: TrainConfig = field(default_factory=TrainConfig)
+    train: TrainConfig = field(
+        default_factory=lambda: TrainConfig(output_dir="outputs/quickstart", epochs=2, lr=1e-3)
+    )
     """Optimisation, evaluation and checkpointing."""
     max_length: int = 128
     """Token budget of one rendered example (the oldest history items are dropped first)."""
@@ -90,7 +93,8 @@ def main(argv: list[str] | None = None) -> dict:
                        if cfg.data.task == "next_item" else None)
     accelerator.print(f"data: {', '.join(f'{k}={len(v)}' for k, v in splits.items())}")
 
-    # 2. Model: frozen backbone + PEFT method + task head.
+    # 2. Model: frozen backbone + PEFT method + task head (seeded: same init on every run).
+    set_seed(cfg.train.seed)
     model = build_model(cfg.model)
     accelerator.print(petrec.trainable_report(model))
 
@@ -124,7 +128,8 @@ def main(argv: list[str] | None = None) -> dict:
     # 6. Save: the adapter (only what was trained) and every measurement.
     report = petrec.trainable_report(accelerator.unwrap_model(model))
     metrics = {
-        "valid": result.valid_history[-1] if result.valid_history else {},
+        # Validation metrics of the weights that were kept (the best evaluation, not the last).
+        "valid": next((h for h in result.valid_history if h["step"] == result.best_step), {}),
         "valid_best": {"metric": cfg.train.metric_for_best, "value": result.best_metric, "step": result.best_step},
         "test": test_metrics,
         "trainable_params": report.trainable,
@@ -151,5 +156,5 @@ def main(argv: list[str] | None = None) -> dict:
 if __name__ == "__main__":
     try:
         main()
-    except ConfigError as exc:  # one line naming the key, before any model loads
-        sys.exit(f"config error: {exc}")
+    except (ConfigError, DataError, PetrecModelError, FileNotFoundError) as exc:  # one line, no traceback
+        sys.exit(f"petrec: {type(exc).__name__}: {exc}")

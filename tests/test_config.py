@@ -41,8 +41,30 @@ def test_yaml_and_overrides_fill_nested_fields(tmp_path: Path) -> None:
     assert to_dict(cfg)["inner"] == {"lr": 2.0, "method": "dora", "targets": ["q", "v"], "kwargs": {"r": 4}}
 
 
+def test_yaml11_boolean_words_stay_words_where_a_word_is_expected(tmp_path: Path) -> None:
+    @dataclass
+    class Precision:
+        mixed_precision: Literal["no", "bf16"] = "bf16"
+        name: str = "x"
+
+    path = tmp_path / "p.yaml"
+    path.write_text("mixed_precision: no\n")
+    assert load_config(Precision, path).mixed_precision == "no"
+    assert load_config(Precision, None, ["--mixed_precision", "no", "--name", "off"]) == Precision("no", "off")
+    assert parse_overrides(["--a", "true", "--b", "False"]) == {"a": True, "b": False}
+
+
 def test_defaults_used_without_a_file() -> None:
     assert load_config(Outer) == Outer()
+
+
+def test_a_partial_section_keeps_the_parents_default_for_that_section() -> None:
+    @dataclass
+    class Recipe:
+        inner: Inner = field(default_factory=lambda: Inner(lr=0.5, targets=["q"]))
+
+    cfg = load_config(Recipe, None, ["--inner.method", "dora"])
+    assert cfg.inner == Inner(lr=0.5, method="dora", targets=["q"])
 
 
 @pytest.mark.parametrize(

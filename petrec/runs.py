@@ -1,0 +1,131 @@
+"""Reload a finished training run (its config and adapter) for evaluation and prediction.
+
+A run folder, as ``recipes/finetune.py`` writes it, holds ``config.yaml`` and ``adapter/``.
+Only the ``data``, ``model`` and token-budget sections of the config are read back here,
+each into its own dataclass, so this module does not depend on the recipe file.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader
+
+import petrec
+from petrec.collate import BehaviourCollator
+from petrec.config import ConfigError, from_dict, read_yaml
+from petrec.data import DataConfig, DataError
+from petrec.models import BehaviourModel, ModelConfig, load_tokenizer
+from petrec.models.build import load_backbone
+
+
+@dataclass
+class TrainedRun:
+    """A trained behaviour model with everything needed to feed it."""
+
+    folder: Path
+    data: DataConfig
+    model_cfg: ModelConfig
+    model: BehaviourModel
+    tokenizer: Any
+    max_length: int
+
+
+def load_run(folder: str | os.PathLike[str], *, data_dir: str | None = None) -> TrainedRun:
+    """Rebuild the run's model (base + saved adapter) in evaluation mode.
+
+    Args:
+        folder: A run output folder (``config.yaml`` + ``adapter/``).
+        data_dir: Override of ``data.data_dir`` (the data may live elsewhere now).
+
+    Raises:
+        ConfigError: The folder is not a run folder or its config does not load.
+    """
+    folder = Path(folder)
+    for needed in ("config.yaml", "adapter"):
+        if not (folder / needed).exists():
+            raise ConfigError(f"{folder} is not a petrec run folder: {needed} is missing")
+    raw = read_yaml(folder / "config.yaml")
+    data_raw = dict(raw.get("data") or {})
+    if data_dir is not None:
+        data_raw["data_dir"] = data_dir
+    data_cfg = from_dict(DataConfig, data_raw, prefix="data.")
+    model_cfg = from_dict(ModelConfig, raw.get("model") or {}, prefix="model.")
+    # The plain base (backbone + fresh head); load_adapter re-applies the saved method,
+    # quantization included, and restores every trained tensor (head too).
+    backbone, is_decoder = load_backbone(model_cfg)
+    model = petrec.load_adapter(BehaviourModel(backbone, model_cfg, is_decoder=is_decoder), folder / "adapter")
+    model.eval()
+    return TrainedRun(folder, data_cfg, model_cfg, model, load_tokenizer(model_cfg),
+                      int(raw.get("max_length", 128)))
+
+
+@torch.no_grad()
+def score_examples(run: TrainedRun, examples: Any, *, items: Any = None, batch_size: int = 64) -> np.ndarray:
+    """Scores of pointwise examples: click/like probabilities (ctr) or predicted ratings.
+
+    Args:
+        run: From :func:`load_run`.
+        examples: A ``datasets.Dataset`` of examples (the columns ``petrec.data`` builds).
+        items: The catalogue, to render history item texts.
+        batch_size: Examples per forward pass.
+    """
+    if run.model_cfg.task not in ("ctr", "rating"):
+        raise ValueError(f"scoring needs a ctr or rating model, this run is {run.model_cfg.task!r}")
+    tokens = petrec.data.tokenize_examples(examples, run.tokenizer, max_length=run.max_length, items=items,
+                                           template=run.data.template, task=run.model_cfg.task)
+    collate = BehaviourCollator(run.model_cfg.task, run.tokenizer.pad_token_id, run.tokenizer.padding_side)
+    label_col = "label" if run.model_cfg.task == "ctr" else "rating"
+    keep = ["input_ids"]
+    tokens = tokens.select_columns(keep)
+    loader = DataLoader(tokens, batch_size=batch_size,
+                        collate_fn=lambda rows: collate([{**r, label_col: 0} for r in rows]))
+    device = next(run.model.parameters()).device
+    out = []
+    for batch in loader:
+        logits = run.model(input_ids=batch["input_ids"].to(device),
+                           attention_mask=batch["attention_mask"].to(device)).logits.reshape(-1).float()
+        out.append(torch.sigmoid(logits) if run.model_cfg.task == "ctr" else logits)
+    return torch.cat(out).cpu().numpy() if out else np.zeros(0)
+
+
+def read_candidates_csv(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """Read (history, candidate) rows for ``petrec predict --csv``.
+
+    Columns: ``user_id``, ``history_item_ids`` (space-separated, oldest first),
+    ``history_labels`` (space-separated 0/1, same length; optional, default all 1),
+    ``item_id`` (the candidate).
+
+    Raises:
+        DataError: Missing file or columns, or a row whose lists differ in length.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"candidates file {str(path)!r} not found")
+    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    missing = [c for c in ("user_id", "history_item_ids", "item_id") if c not in df.columns]
+    if missing:
+        raise DataError(f"{path}: missing column(s) {missing}; expected user_id, history_item_ids, item_id"
+                        " [, history_labels]")
+    hist = df["history_item_ids"].str.split()
+    labels = (df["history_labels"].str.split() if "history_labels" in df.columns
+              else hist.map(lambda h: ["1"] * len(h)))
+    for row, (h, lab) in enumerate(zip(hist, labels, strict=True)):
+        if len(h) != len(lab):
+            raise DataError(f"{path}, line {row + 2}: {len(h)} history items but {len(lab)} history labels")
+    return pd.DataFrame({
+        "user_id": df["user_id"],
+        "history_item_ids": hist,
+        "history_labels": labels.map(lambda xs: [int(x) for x in xs]),
+        "history_ratings": labels.map(lambda xs: [float(x) for x in xs]),
+        "item_id": df["item_id"],
+        "label": 0,
+        "rating": 0.0,
+        "timestamp": np.arange(len(df), dtype=np.int64),
+    })
