@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers.utils import ModelOutput
 
+from petrec.methods.prompt import PROMPT_ATTR
 from petrec.models.config import ModelConfig, PetrecModelError
 from petrec.models.pooling import pool
 
@@ -137,7 +138,10 @@ class BehaviourModel(nn.Module):
 
         Under left padding, position ids are derived from the mask (when the backbone takes
         them) so a left-padded sequence gets the same positions as an unpadded one; under
-        right padding (the default) nothing extra is passed.
+        right padding (the default) nothing extra is passed. Exception: with petrec's soft
+        prompt attached (method ``prompt``, which prepends virtual tokens and refuses explicit
+        position ids) none are passed, so left padding changes positions there: use right
+        padding (the default) with ``prompt``.
         """
         if input_ids.shape != attention_mask.shape:
             raise PetrecModelError(
@@ -148,8 +152,11 @@ class BehaviourModel(nn.Module):
         backbone_cls = type(self.backbone)
         if self.is_decoder and _forward_accepts(backbone_cls, "use_cache"):
             kwargs["use_cache"] = False
-        if bool((attention_mask[:, 0] == 0).any()) and _forward_accepts(
-            backbone_cls, "position_ids"
+        left_padded = bool((attention_mask[:, 0] == 0).any())
+        if (
+            left_padded
+            and _forward_accepts(backbone_cls, "position_ids")
+            and getattr(self.backbone, PROMPT_ATTR, None) is None
         ):
             kwargs["position_ids"] = (attention_mask.long().cumsum(dim=1) - 1).clamp(min=0)
         out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, **kwargs)

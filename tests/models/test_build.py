@@ -8,6 +8,7 @@ import pytest
 import torch
 from transformers import AutoModel, T5Config
 
+from petrec.methods import METHODS
 from petrec.models import (
     BehaviourModel,
     ModelConfig,
@@ -205,3 +206,27 @@ def test_lora_with_gradient_checkpointing_reaches_lora_weights(tiny_dirs: dict[s
     lora_grads = [p.grad for n, p in model.named_parameters() if "lora_B" in n]
     assert lora_grads and all(g is not None for g in lora_grads)
     assert {n for n, p in model.named_parameters() if p.grad is not None} == set(trainable(model))
+
+
+@pytest.mark.parametrize("family", ["bert", "gpt2"])
+@pytest.mark.parametrize("method", list(METHODS))
+def test_every_peft_method_attaches_to_the_nested_backbone(
+    family: str, method: str, tiny_dirs: dict[str, Path]
+) -> None:
+    model = build_model(ModelConfig(backbone=str(tiny_dirs[family]), method=method))
+    names = trainable(model)
+    total = sum(p.numel() for p in model.parameters())
+    head_names = {n for n in names if n.startswith("head.")}
+    assert sum(names[n] for n in head_names) == 33  # the head always trains
+    if method == "full":
+        assert sum(names.values()) == total
+    else:
+        assert sum(names.values()) < total / 2
+    model.train()
+    ids, mask = batch(ROWS)
+    out = model(ids, mask, labels=torch.tensor([1.0, 0.0, 1.0]))
+    out.loss.backward()
+    assert {n for n, p in model.named_parameters() if p.grad is not None} == set(names)
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(model(ids, mask).logits, model(ids, mask).logits)
