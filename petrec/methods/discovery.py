@@ -12,6 +12,7 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import torch
 from torch import nn
 
 from petrec.methods.errors import PetrecMethodError
@@ -142,7 +143,7 @@ def fingerprint(model: nn.Module) -> dict[str, Any]:
         "model_type": getattr(cfg, "model_type", None),
         "hidden_size": getattr(cfg, "hidden_size", None),
         "num_hidden_layers": getattr(cfg, "num_hidden_layers", None),
-        "num_parameters": int(sum(p.numel() for p in model.parameters())),
+        "num_parameters": int(sum(torch.Size(_logical_shape(p)).numel() for p in model.parameters())),
         "shape_hash": digest,
     }
 

@@ -9,9 +9,9 @@ forward does not support prompt learning at all. Here a forward pre-hook on the 
 turns ``input_ids`` into ``inputs_embeds`` with the prompt in front (attention mask and token
 types extended), and a forward hook strips the prompt positions again, so ``last_hidden_state``
 (and every ``hidden_states`` entry) has exactly the input's length: pooling code (CLS, mean,
-last-token) keeps working unchanged. Initialisation follows peft's ``TEXT``-free options:
-``"vocab"`` samples rows of the frozen word-embedding matrix (Lester et al.'s best init),
-``"random"`` draws N(0, 0.02).
+last-token) keeps working unchanged. Initialisation: ``"vocab"`` copies randomly chosen rows
+of the frozen word-embedding matrix (the sampled-vocabulary init of Lester et al.), ``"random"``
+draws N(0, 0.02).
 """
 
 from __future__ import annotations
