@@ -13,6 +13,7 @@ from petrec.models.behaviour import (
     BehaviourOutput,
     duplicate_target_mask,
     in_batch_loss,
+    same_item_mask,
 )
 from petrec.models.build import build_model, is_decoder_config, load_backbone, load_tokenizer
 from petrec.models.config import POOLINGS, TASKS, ModelConfig, PetrecModelError
@@ -34,4 +35,5 @@ __all__ = [
     "load_backbone",
     "load_tokenizer",
     "pool",
+    "same_item_mask",
 ]

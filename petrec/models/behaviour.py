@@ -9,7 +9,9 @@ Tasks (one file, one forward, RecBole-style small surface: ``forward`` / ``encod
   pooling and head; the head output is L2-normalised, so a score is a cosine similarity.
   Training uses in-batch negatives: row i's positive is item i, every other item in the
   batch is a negative, except items equal to row i's target (duplicates are masked, not
-  counted as negatives). Loss = cross-entropy over ``scores / temperature``.
+  counted as negatives). Optionally, sampled negatives shared by the batch add columns
+  (again masked where one equals a row's target). Loss = cross-entropy over
+  ``scores / temperature``.
 """
 
 from __future__ import annotations
@@ -28,7 +30,13 @@ from petrec.methods.prompt import PROMPT_ATTR
 from petrec.models.config import ModelConfig, PetrecModelError
 from petrec.models.pooling import pool
 
-__all__ = ["BehaviourModel", "BehaviourOutput", "duplicate_target_mask", "in_batch_loss"]
+__all__ = [
+    "BehaviourModel",
+    "BehaviourOutput",
+    "duplicate_target_mask",
+    "in_batch_loss",
+    "same_item_mask",
+]
 
 
 @dataclass
@@ -38,8 +46,8 @@ class BehaviourOutput(ModelOutput):
     Attributes:
         loss: Scalar training loss (only when targets were given).
         logits: ``ctr``: ``(batch,)`` logits; ``rating``: ``(batch,)`` predicted ratings;
-            ``next_item``: ``(batch, batch)`` user-item dot products (cosines), when item
-            inputs were given.
+            ``next_item``: ``(batch, batch [+ n_neg])`` user-item dot products (cosines), when
+            item inputs were given; columns = the batch's targets, then any sampled negatives.
         user_embeddings: ``next_item``: ``(batch, dim)`` normalised user embeddings.
         item_embeddings: ``next_item``: ``(batch, dim)`` normalised target-item embeddings.
     """
@@ -50,6 +58,35 @@ class BehaviourOutput(ModelOutput):
     item_embeddings: torch.Tensor | None = None
 
 
+def _compact(ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Real tokens moved to the front (order kept), the rest -1: equal texts -> equal rows."""
+    keep = mask.bool()
+    order = torch.argsort((~keep).to(torch.int8), dim=1, stable=True)
+    return torch.where(keep, ids, -1).gather(1, order)
+
+
+def same_item_mask(
+    a_index: torch.Tensor | None,
+    a_ids: torch.Tensor,
+    a_mask: torch.Tensor,
+    b_index: torch.Tensor | None,
+    b_ids: torch.Tensor,
+    b_mask: torch.Tensor,
+) -> torch.Tensor:
+    """``(len(a), len(b))`` bool: True where item a_i and item b_j are the same item.
+
+    Same catalogue index when both index tensors are given; otherwise the same tokens
+    (padding and its side ignored).
+    """
+    if a_index is not None and b_index is not None:
+        return a_index.reshape(-1, 1) == b_index.reshape(1, -1)
+    a, b = _compact(a_ids, a_mask), _compact(b_ids, b_mask)
+    width = max(a.shape[1], b.shape[1])
+    a = F.pad(a, (0, width - a.shape[1]), value=-1)
+    b = F.pad(b, (0, width - b.shape[1]), value=-1)
+    return (a.unsqueeze(1) == b.unsqueeze(0)).all(dim=-1)
+
+
 def duplicate_target_mask(
     target_index: torch.Tensor | None,
     item_input_ids: torch.Tensor,
@@ -58,13 +95,12 @@ def duplicate_target_mask(
     """``(batch, batch)`` bool: True where column j holds the same item as row i's target, j != i.
 
     Items are the same when their catalogue indices are equal (``target_index``) or, when no
-    indices are given, when their token rows are identical (same text -> same item).
+    indices are given, when their tokens are identical (same text -> same item).
     """
-    if target_index is not None:
-        same = target_index.reshape(-1, 1) == target_index.reshape(1, -1)
-    else:
-        ids = torch.where(item_attention_mask.bool(), item_input_ids, -1)
-        same = (ids.unsqueeze(1) == ids.unsqueeze(0)).all(dim=-1)
+    same = same_item_mask(
+        target_index, item_input_ids, item_attention_mask,
+        target_index, item_input_ids, item_attention_mask,
+    )  # fmt: skip
     eye = torch.eye(same.shape[0], dtype=torch.bool, device=same.device)
     return same & ~eye
 
@@ -72,12 +108,13 @@ def duplicate_target_mask(
 def in_batch_loss(
     scores: torch.Tensor, duplicates: torch.Tensor, temperature: float
 ) -> torch.Tensor:
-    """Cross-entropy of each row's own item (the diagonal) against the other in-batch items.
+    """Cross-entropy of each row's own item (column i) against the other candidate items.
 
     Args:
-        scores: ``(batch, batch)`` user-item similarities.
-        duplicates: ``(batch, batch)`` columns to leave out of row i's softmax (other copies
-            of row i's target).
+        scores: ``(batch, batch + n_neg)`` user-item similarities; the first ``batch`` columns
+            are the rows' own targets, any further columns shared sampled negatives.
+        duplicates: Same shape; columns to leave out of row i's softmax (other copies of
+            row i's target).
         temperature: Divides the scores before the softmax.
 
     Returns:
@@ -207,6 +244,9 @@ class BehaviourModel(nn.Module):
         item_attention_mask: torch.Tensor | None = None,
         target_index: torch.Tensor | None = None,
         history_index: torch.Tensor | None = None,
+        negative_input_ids: torch.Tensor | None = None,
+        negative_attention_mask: torch.Tensor | None = None,
+        negative_index: torch.Tensor | None = None,
     ) -> BehaviourOutput:
         """Score a batch and, when targets are given, compute the task loss.
 
@@ -220,15 +260,28 @@ class BehaviourModel(nn.Module):
                 targets (without it duplicates are found by identical item tokens).
             history_index: Accepted so a collated next-item batch can be passed as ``**batch``;
                 not used (history items stay valid in-batch negatives).
+            negative_input_ids: ``next_item``, optional: ``(n_neg, neg_seq)`` tokens of sampled
+                negative items shared by the whole batch (extra softmax columns).
+            negative_attention_mask: Mask of ``negative_input_ids``.
+            negative_index: Catalogue indices of the negatives; a negative equal to a row's
+                target is masked for that row (found by tokens when indices are missing).
 
         Returns:
             :class:`BehaviourOutput` (``loss`` is None without targets).
         """
         del history_index
         if self.cfg.task == "next_item":
+            negatives = None
+            if negative_input_ids is not None:
+                if negative_attention_mask is None:
+                    raise PetrecModelError(
+                        "negative_input_ids given without negative_attention_mask"
+                    )
+                negatives = (negative_input_ids, negative_attention_mask, negative_index)
             return self._forward_next_item(
-                input_ids, attention_mask, labels, item_input_ids, item_attention_mask, target_index
-            )
+                input_ids, attention_mask, labels, item_input_ids, item_attention_mask, target_index,
+                negatives,
+            )  # fmt: skip
         logits = self._head_out(input_ids, attention_mask).squeeze(-1).float()
         loss = None
         if labels is not None:
@@ -251,6 +304,7 @@ class BehaviourModel(nn.Module):
         item_input_ids: torch.Tensor | None,
         item_attention_mask: torch.Tensor | None,
         target_index: torch.Tensor | None,
+        negatives: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None,
     ) -> BehaviourOutput:
         if labels is not None:
             raise PetrecModelError(
@@ -269,6 +323,15 @@ class BehaviourModel(nn.Module):
         items = self.encode(item_input_ids, item_attention_mask)
         scores = self.score_all(users, items)
         duplicates = duplicate_target_mask(target_index, item_input_ids, item_attention_mask)
+        if negatives is not None:
+            neg_ids, neg_mask, neg_index = negatives
+            scores = torch.cat(
+                [scores, self.score_all(users, self.encode(neg_ids, neg_mask))], dim=1
+            )
+            clash = same_item_mask(
+                target_index, item_input_ids, item_attention_mask, neg_index, neg_ids, neg_mask
+            )
+            duplicates = torch.cat([duplicates, clash], dim=1)
         loss = in_batch_loss(scores, duplicates, self.cfg.temperature)
         return BehaviourOutput(
             loss=loss, logits=scores, user_embeddings=users, item_embeddings=items

@@ -196,3 +196,41 @@ def test_bad_inputs_raise_model_errors() -> None:
     nxt = make("bert", "next_item")
     with pytest.raises(PetrecModelError, match="not labels"):
         nxt(ids, mask, labels=torch.ones(4))
+
+
+def _hand_ce_with_allowed(
+    scores: torch.Tensor, allowed: list[list[int]], temperature: float
+) -> float:
+    total = 0.0
+    for i, cols in enumerate(allowed):
+        logz = math.log(sum(math.exp(scores[i, j].item() / temperature) for j in cols))
+        total += logz - scores[i, i].item() / temperature
+    return total / len(allowed)
+
+
+@pytest.mark.parametrize("use_index", [True, False])
+def test_sampled_negatives_add_columns_and_clashes_are_masked(use_index: bool) -> None:
+    model = make("gpt2", "next_item", temperature=0.2).eval()
+    ids, mask = batch(ROWS)
+    targets = [7, 3, 7, 9]
+    texts = {7: [60, 61], 3: [62], 9: [63, 64, 65], 4: [66], 5: [67, 68]}
+    item_ids, item_mask = batch([texts[t] for t in targets])
+    negatives = [4, 3, 5]  # item 3 is row 1's target: masked for row 1 only
+    neg_ids, neg_mask = batch([texts[n] for n in negatives], side="left")  # other padding side
+    out = model(
+        ids, mask, item_input_ids=item_ids, item_attention_mask=item_mask,
+        target_index=torch.tensor(targets) if use_index else None,
+        negative_input_ids=neg_ids, negative_attention_mask=neg_mask,
+        negative_index=torch.tensor(negatives) if use_index else None,
+    )  # fmt: skip
+    users = model.encode(ids, mask)
+    cands = torch.cat([model.encode(item_ids, item_mask), model.encode(neg_ids, neg_mask)])
+    assert out.logits.shape == (4, 7)
+    assert torch.allclose(out.logits, users @ cands.T, atol=1e-6)
+    cand_items = targets + negatives
+    allowed = [[j for j in range(7) if j == i or cand_items[j] != targets[i]] for i in range(4)]
+    assert allowed[1] == [0, 1, 2, 3, 4, 6]
+    assert allowed[0] == [0, 1, 3, 4, 5, 6]
+    assert out.loss.item() == pytest.approx(
+        _hand_ce_with_allowed(out.logits, allowed, 0.2), rel=1e-5
+    )
