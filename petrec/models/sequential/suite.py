@@ -1,0 +1,114 @@
+"""Run a next-item benchmark suite (``benchmarks/suites/<name>.yaml``), one subprocess per run.
+
+::
+
+    python -m petrec.models.sequential.suite --suite benchmarks/suites/ml1m-next-item.yaml \
+        --work /tmp/petrec_runs [--only sasrec-ce,gru4rec]
+    python -m petrec.models.sequential.suite --suite ... --report-only
+
+A suite file has ``name``, ``protocol``, ``base`` (a :class:`~petrec.models.sequential.run.SeqRunConfig`
+mapping shared by all runs) and ``runs`` (``name`` + ``config``, merged over ``base``). Each run's
+``metrics.json`` is copied to ``benchmarks/results/<name>/<run>.json`` (with the command, the
+machine and the peak RSS of its own process) and ``REPORT.md``'s table is regenerated from all of
+them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from petrec.config import merge_dicts
+from petrec.models.sequential.run import write_json
+
+
+def machine() -> str:
+    """CPU model and core count as /proc/cpuinfo states them."""
+    model, cores = platform.processor() or "unknown", 0
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model, cores = line.split(":", 1)[1].strip(), cores + 1
+    except OSError:
+        pass
+    return f"{model}, {cores} cores (shared), no GPU" if cores else model
+
+
+def _flat(prefix: str, obj: Any) -> list[str]:
+    if isinstance(obj, dict):
+        return [a for k, v in obj.items() for a in _flat(f"{prefix}.{k}" if prefix else k, v)]
+    value = json.dumps(obj) if isinstance(obj, list) else str(obj)
+    return [f"--{prefix}", value]
+
+
+def run_one(suite: dict[str, Any], run: dict[str, Any], work: Path, results: Path) -> dict[str, Any]:
+    """Run one entry in a subprocess; returns its metrics with provenance."""
+    cfg = merge_dicts(suite.get("base", {}), run.get("config", {}))
+    cfg = merge_dicts(cfg, {"train": {"output_dir": str(work / suite["name"] / run["name"])}})
+    args = [sys.executable, "-m", "petrec.models.sequential.run", *_flat("", cfg)]
+    tick = time.perf_counter()
+    proc = subprocess.run(args, check=False)
+    if proc.returncode:
+        raise SystemExit(f"run {run['name']!r} failed with exit code {proc.returncode}: {shlex.join(args)}")
+    metrics = json.loads((Path(cfg["train"]["output_dir"]) / "metrics.json").read_text(encoding="utf-8"))
+    metrics.update(name=run["name"], label=run.get("label", run["name"]), command=shlex.join(args[1:]),
+                   machine=machine(), subprocess_wall_seconds=time.perf_counter() - tick,
+                   subprocess_peak_rss_mb=resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
+    write_json(results / f"{run['name']}.json", metrics)
+    return metrics
+
+
+def table(results: Path, ks: tuple[int, ...]) -> str:
+    """Markdown table over every ``<run>.json`` in ``results``."""
+    head = ["run"] + [f"{m}@{k}" for k in ks for m in ("HR", "NDCG")] + ["epochs", "trainable", "%", "train s",
+                                                                          "peak RSS MB"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for path in sorted(results.glob("*.json")):
+        m = json.loads(path.read_text(encoding="utf-8"))
+        t = m.get("test", {})
+        epochs = m.get("config", {}).get("train", {}).get("epochs", "-") if m.get("steps") else 0
+        cells = [m.get("label", path.stem)] + [f"{t.get(f'{x}@{k}', float('nan')):.4f}" for k in ks
+                                                for x in ("hr", "ndcg")]
+        rss = m.get("peak_memory", {}).get("cpu_peak_rss_mb", m.get("subprocess_peak_rss_mb", 0.0))
+        cells += [str(epochs), f"{m['trainable_params']:,}", f"{m['trainable_percent']:.1f}",
+                  f"{m.get('train_seconds', 0.0):.0f}", f"{rss:.0f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the selected entries of a suite, then regenerate its results table."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--suite", required=True)
+    parser.add_argument("--work", default="/tmp/petrec_runs", help="folder for checkpoints and weights")
+    parser.add_argument("--results", default=None, help="default: benchmarks/results/<suite name>")
+    parser.add_argument("--only", default="", help="comma-separated run names (default: all)")
+    parser.add_argument("--report-only", action="store_true", help="only print the table of existing results")
+    args = parser.parse_args(argv)
+    suite = yaml.safe_load(Path(args.suite).read_text(encoding="utf-8"))
+    results = Path(args.results or Path("benchmarks/results") / suite["name"])
+    results.mkdir(parents=True, exist_ok=True)
+    ks = tuple(suite.get("base", {}).get("ks", [10, 50]))
+    if not args.report_only:
+        wanted = {n for n in args.only.split(",") if n}
+        unknown = wanted - {r["name"] for r in suite["runs"]}
+        if unknown:
+            raise SystemExit(f"--only names {sorted(unknown)} are not runs of {args.suite}")
+        for run in suite["runs"]:
+            if not wanted or run["name"] in wanted:
+                run_one(suite, run, Path(args.work), results)
+    print(table(results, ks))
+
+
+if __name__ == "__main__":
+    main()
