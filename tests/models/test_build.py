@@ -230,3 +230,16 @@ def test_every_peft_method_attaches_to_the_nested_backbone(
     model.eval()
     with torch.no_grad():
         assert torch.equal(model(ids, mask).logits, model(ids, mask).logits)
+
+
+def test_bfloat16_backbone_keeps_a_float32_head(tiny_dirs: dict[str, Path]) -> None:
+    cfg = ModelConfig(backbone=str(tiny_dirs["bert"]), method="head", dtype="bfloat16")
+    model = build_model(cfg).eval()
+    assert next(model.backbone.parameters()).dtype == torch.bfloat16
+    assert model.head.weight.dtype == torch.float32
+    ids, mask = batch(ROWS)
+    out = model(ids, mask, labels=torch.tensor([1.0, 0.0, 1.0]))
+    assert out.logits.dtype == torch.float32
+    pooled = model.pooled(ids, mask)
+    assert pooled.dtype == torch.bfloat16
+    assert torch.allclose(out.logits, model.head(pooled.float()).squeeze(-1))
