@@ -23,7 +23,14 @@ from petrec.models.behaviour import BehaviourModel
 from petrec.models.config import ModelConfig, PetrecModelError
 from petrec.paths import resolve_model
 
-__all__ = ["build_model", "is_decoder_config", "load_backbone", "load_tokenizer"]
+__all__ = [
+    "DROPOUT_ATTRS",
+    "build_model",
+    "is_decoder_config",
+    "load_backbone",
+    "load_tokenizer",
+    "set_backbone_dropout",
+]
 
 _DTYPES: dict[str, Any] = {
     "float32": torch.float32,
@@ -54,6 +61,39 @@ def is_decoder_config(config: PretrainedConfig) -> bool:
     return mt in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and mt not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
 
+#: Dropout-rate attributes of Hugging Face configs (BERT family, GPT-2, Llama/Qwen, DistilBERT ...).
+DROPOUT_ATTRS = (
+    "hidden_dropout_prob",
+    "attention_probs_dropout_prob",
+    "resid_pdrop",
+    "embd_pdrop",
+    "attn_pdrop",
+    "attention_dropout",
+    "hidden_dropout",
+    "activation_dropout",
+    "dropout",
+)
+
+
+def set_backbone_dropout(config: PretrainedConfig, rate: float) -> list[str]:
+    """Set every dropout rate a backbone config exposes to ``rate``.
+
+    Returns:
+        The attribute names that were set.
+
+    Raises:
+        PetrecModelError: The config exposes none of :data:`DROPOUT_ATTRS`.
+    """
+    found = [a for a in DROPOUT_ATTRS if isinstance(getattr(config, a, None), (int, float))]
+    if not found:
+        raise PetrecModelError(
+            f"model.backbone_dropout: {config.model_type!r} configs expose none of {list(DROPOUT_ATTRS)}"
+        )
+    for attr in found:
+        setattr(config, attr, float(rate))
+    return found
+
+
 def _load_error(cfg: ModelConfig, path: str, exc: Exception) -> PetrecModelError:
     return PetrecModelError(
         f"model.backbone={cfg.backbone!r}: could not load {path!r} ({type(exc).__name__}: "
@@ -77,6 +117,8 @@ def load_backbone(cfg: ModelConfig) -> tuple[nn.Module, bool]:
     except (OSError, ValueError) as exc:
         raise _load_error(cfg, path, exc) from exc
     decoder = is_decoder_config(config)
+    if cfg.backbone_dropout is not None:
+        set_backbone_dropout(config, cfg.backbone_dropout)
     try:
         backbone = AutoModel.from_pretrained(path, config=config, dtype=_DTYPES[cfg.dtype])
     except (OSError, ValueError) as exc:

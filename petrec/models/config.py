@@ -41,6 +41,8 @@ class ModelConfig:
     """Width of the head's hidden layer; 0 = a single linear layer."""
     dropout: float = 0.1
     """Dropout on the pooled representation (and inside an MLP head); off in ``eval()``."""
+    backbone_dropout: float | None = None
+    """Override every dropout rate of the backbone's config (None = keep the pretrained ones)."""
     method: str = "lora"
     """PEFT method name from ``petrec.methods`` (full, head, bitfit, lora, dora, ia3, prompt,
     prefix, adapter, qlora)."""
@@ -78,6 +80,10 @@ class ModelConfig:
         if not 0.0 <= float(self.dropout) < 1.0:
             raise PetrecModelError(
                 f"model.dropout: expected a value in [0, 1), got {self.dropout!r}"
+            )
+        if self.backbone_dropout is not None and not 0.0 <= float(self.backbone_dropout) < 1.0:
+            raise PetrecModelError(
+                f"model.backbone_dropout: expected null or a value in [0, 1), got {self.backbone_dropout!r}"
             )
         if not float(self.temperature) > 0.0:
             raise PetrecModelError(

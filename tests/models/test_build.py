@@ -243,3 +243,29 @@ def test_bfloat16_backbone_keeps_a_float32_head(tiny_dirs: dict[str, Path]) -> N
     pooled = model.pooled(ids, mask)
     assert pooled.dtype == torch.bfloat16
     assert torch.allclose(out.logits, model.head(pooled.float()).squeeze(-1))
+
+
+@pytest.mark.parametrize(
+    ("family", "attrs"),
+    [
+        ("bert", ["hidden_dropout_prob", "attention_probs_dropout_prob"]),
+        ("gpt2", ["resid_pdrop", "embd_pdrop", "attn_pdrop"]),
+    ],
+)
+def test_backbone_dropout_override(
+    family: str, attrs: list[str], tiny_dirs: dict[str, Path]
+) -> None:
+    ids, mask = batch(ROWS)
+    for rate in (0.0, 0.5):
+        cfg = ModelConfig(
+            backbone=str(tiny_dirs[family]), method="full", dropout=0.0, backbone_dropout=rate
+        )
+        model = build_model(cfg).train()
+        assert [getattr(model.backbone.config, a) for a in attrs] == [rate] * len(attrs)
+        with torch.no_grad():
+            same = torch.equal(model(ids, mask).logits, model(ids, mask).logits)
+        assert same is (rate == 0.0)  # train mode: deterministic only without any dropout
+    with pytest.raises(
+        PetrecModelError, match=r"model.backbone_dropout: expected null or a value in \[0, 1\)"
+    ):
+        ModelConfig(backbone_dropout=1.5)
