@@ -24,6 +24,7 @@ from petrec.methods.quantization import (
     QUANTIZE_KINDS,
     dequantize_linear,
     is_quantized,
+    keep_int8_frozen,
     quantize_model,
     weight_memory,
 )
@@ -122,6 +123,7 @@ def _prepare(
         existing = _detect_quantized(model)
         if quantize is not None and existing is None:
             quantize_model(model, quantize, exclude=heads)
+        keep_int8_frozen(model)
         state.quantize = existing or quantize
         for p in model.parameters():
             p.requires_grad_(False)
