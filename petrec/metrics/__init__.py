@@ -12,7 +12,8 @@ evaluate modules (``add_batch`` / ``compute``, no network)::
     metric = petrec.metrics.load("auc")
 
 Policies for ties, single-class AUC, excluded items and K > n_items are documented in
-:mod:`petrec.metrics.functional`.
+:mod:`petrec.metrics.functional` (CTR, rating) and
+:mod:`petrec.metrics.ranking`.
 """
 
 from __future__ import annotations
@@ -22,17 +23,15 @@ from petrec.metrics.functional import (
     PetrecMetricError,
     accuracy,
     compute_ctr,
-    compute_ranking,
     compute_rating,
     f1,
     log_loss,
     mae,
-    ranking_per_user,
     rmse,
     roc_auc,
-    target_ranks,
 )
 from petrec.metrics.modules import METRICS, load
+from petrec.metrics.ranking import compute_ranking, ranking_per_user, target_ranks
 
 __all__ = [
     "METRICS",

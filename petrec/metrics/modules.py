@@ -9,7 +9,7 @@ and the only thing evaluate touches on disk is an (empty) cache folder, which :f
 puts under the system temp folder unless ``cache_dir`` is given. The modules behave like
 any evaluate module: ``add_batch`` / ``add`` / ``compute``, ``evaluate.combine``.
 
-The arithmetic lives in :mod:`petrec.metrics.functional`, so the modules and the fast
+The arithmetic lives in :mod:`petrec.metrics.functional` and :mod:`petrec.metrics.ranking`, so the modules and the fast
 functions the training loop calls can never disagree.
 """
 
@@ -24,6 +24,7 @@ import evaluate
 import numpy as np
 
 from petrec.metrics import functional as F
+from petrec.metrics.ranking import compute_ranking
 
 __all__ = ["METRICS", "load"]
 
@@ -157,7 +158,7 @@ class Mae(_PetrecMetric):
 
 
 class _RankingMetric(_PetrecMetric):
-    """Full-ranking metric; ``key`` selects hr / ndcg / mrr from :func:`F.compute_ranking`."""
+    """Full-ranking metric; ``key`` selects hr / ndcg / mrr from :func:`compute_ranking`."""
 
     features = _RANKING_FEATURES
     inputs = _RANKING_INPUTS
@@ -176,7 +177,7 @@ class _RankingMetric(_PetrecMetric):
                 f"predictions: every user needs scores for all items; got lengths {sorted(lengths)[:5]}"
             )
         ks = [k] if isinstance(k, int) else list(k)
-        res = F.compute_ranking(
+        res = compute_ranking(
             np.asarray(predictions, dtype=np.float64),
             np.asarray(references, dtype=np.int64),
             ks=ks,
