@@ -7,6 +7,8 @@ import math
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from petrec.metrics import PetrecMetricError, compute_ranking, ranking_per_user, target_ranks
 
@@ -139,3 +141,33 @@ def test_ranking_per_user_averages_to_compute_ranking() -> None:
     ranks = target_ranks(scores, targets, history).double()
     assert torch.equal(per_user["hr@3"], (ranks <= 3).float())
     assert torch.allclose(per_user["mrr@12"], (1 / ranks).float())  # every rank <= 12 items
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    data=st.data(),
+    n_users=st.integers(1, 6),
+    n_items=st.integers(1, 9),
+)
+def test_property_ranks_equal_brute_force(data: st.DataObject, n_users: int, n_items: int) -> None:
+    # scores from a tiny set of values -> ties are the common case
+    scores = np.array(
+        data.draw(
+            st.lists(
+                st.lists(st.sampled_from([0.0, 0.5, 1.0]), min_size=n_items, max_size=n_items),
+                min_size=n_users,
+                max_size=n_users,
+            )
+        )
+    )
+    targets = data.draw(st.lists(st.integers(0, n_items - 1), min_size=n_users, max_size=n_users))
+    history = data.draw(
+        st.lists(
+            st.lists(st.integers(0, n_items - 1), max_size=4), min_size=n_users, max_size=n_users
+        )
+    )
+    got = target_ranks(scores, targets, history).tolist()
+    assert got == [_reference_rank(scores[u], targets[u], set(history[u])) for u in range(n_users)]
+    k = data.draw(st.integers(1, 12))
+    hr = compute_ranking(scores, targets, ks=(k,), exclude=history)[f"hr@{k}"]
+    assert hr == pytest.approx(np.mean([r <= k for r in got]))
