@@ -61,16 +61,14 @@ def test_sequence_models_learn_the_item_cycle(tmp_path, case: str) -> None:
 
 
 def _favourite_data(n_users: int = 128, n_items: int = 20, length: int = 12, seed: int = 0) -> D.SeqData:
-    # Each user alternates their favourite item (u mod n_items) with random other items and
-    # ends on the favourite: test target = valid-history favourite; no order to exploit.
+    # Each user mostly picks their favourite item (u mod n_items), with 3 random other items
+    # in the training prefix; valid and test targets are the favourite. No order to exploit.
     rng = np.random.default_rng(seed)
     seqs = []
     for u in range(n_users):
         fav = u % n_items
-        s = rng.integers(n_items, size=length)
-        s[::2] = fav
-        s[-1] = fav
-        s[-2] = fav
+        s = np.full(length, fav)
+        s[rng.choice(length - 2, size=3, replace=False)] = rng.integers(n_items, size=3)
         seqs.append(s.astype(np.int64))
     return D.SeqData(seqs, np.arange(n_users), np.arange(n_items))
 
