@@ -120,9 +120,21 @@ def target_ranks(
         ``>=`` the target (the target included).
     """
     device = scores.device if isinstance(scores, torch.Tensor) else torch.device("cpu")
-    s = _as_tensor(
-        scores, "scores", torch.float64 if device.type == "cpu" else torch.float32, device
+    # Comparisons within one dtype are exact, so floating scores keep theirs (no float64
+    # copy of an n_users x n_items matrix); integer scores become float64.
+    try:
+        raw = scores if isinstance(scores, torch.Tensor) else np.asarray(scores)
+    except (TypeError, ValueError) as exc:  # ragged lists
+        raise PetrecMetricError(
+            f"scores: expected a (n_users, n_items) array, got {type(scores).__name__} ({exc})"
+        ) from exc
+    floating = raw.is_floating_point() if isinstance(raw, torch.Tensor) else raw.dtype.kind == "f"
+    dtype = (
+        (raw.dtype if isinstance(raw, torch.Tensor) else torch.from_numpy(raw[:0]).dtype)
+        if floating
+        else torch.float64
     )
+    s = _as_tensor(raw, "scores", dtype, device)
     if s.ndim != 2:
         raise PetrecMetricError(f"scores: expected shape (n_users, n_items), got {tuple(s.shape)}")
     n_users, n_items = s.shape

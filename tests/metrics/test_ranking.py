@@ -105,6 +105,13 @@ def test_ranking_torch_and_numpy_agree_and_chunking() -> None:
         (np.zeros((1, 3)), [0], {"ks": (0,)}, r"ks: expected positive integers"),
         (np.zeros((1, 3)), [0], {"exclude": [[5]]}, r"exclude\[0\]: item id 5 is outside"),
         (np.zeros((2, 3)), [0, 1], {"exclude": [[1]]}, r"one list of item ids per user \(2\)"),
+        (
+            [[0.1, 0.2], [0.3]],
+            [0, 0],
+            {},
+            r"scores: expected a \(n_users, n_items\) array, got list",
+        ),
+        ([["a", "b"]], [0], {}, r"scores: expected an array"),
     ],
 )
 def test_ranking_bad_inputs(scores: np.ndarray, targets: list, kwargs: dict, match: str) -> None:
