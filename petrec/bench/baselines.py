@@ -1,0 +1,169 @@
+"""Reference statistics baselines for click/like prediction (BENCHMARKS.md P1), in the same tables.
+
+Three plain-statistics scorers, so a language-model method is always seen next to what
+counting achieves:
+
+* ``history-share`` — no training: score = share of liked items in the example's history.
+* ``item-rate`` — no training: smoothed like rate of the target item,
+  ``(likes_i + m·p) / (n_i + m)`` with ``m`` = :data:`ITEM_PRIOR_STRENGTH` and ``p`` the
+  block's like rate.
+* ``logreg-counts`` — scikit-learn logistic regression on three features (history like
+  share, smoothed item like rate, log(1 + item count)), fitted on the k few-shot examples.
+
+Item counts and like rates are taken over the **whole training block** (8,000 examples
+under P1), as BENCHMARKS.md defines these reference rows — so ``item-rate`` and
+``logreg-counts`` see more labels than k; the report says so. Scores are evaluated with
+:func:`petrec.metrics.compute_ctr`, the same function the training loop uses.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+#: Pseudo-count of the smoothed item like rate.
+ITEM_PRIOR_STRENGTH = 10.0
+
+BASELINE_DESCRIPTIONS: dict[str, str] = {
+    "history-share": "no training: share of liked items in the history",
+    "item-rate": f"no training: smoothed like rate of the target item (prior strength {ITEM_PRIOR_STRENGTH:g}, "
+                 "counted over the whole training block)",
+    "logreg-counts": "logistic regression on history like share, smoothed item like rate and log item count "
+                     "(item statistics over the whole training block; regression fitted on the k examples)",
+}
+
+
+class BaselineError(ValueError):
+    """A baseline cannot be computed on this data (wrong task, one class only …)."""
+
+
+@dataclasses.dataclass
+class ItemStats:
+    """Like counts of target items over a training block."""
+
+    counts: dict[str, int]
+    likes: dict[str, int]
+    prior: float
+
+    @classmethod
+    def from_split(cls, item_ids: list[Any], labels: list[int]) -> ItemStats:
+        """Count occurrences and likes per target item."""
+        counts: dict[str, int] = {}
+        likes: dict[str, int] = {}
+        for item, label in zip(item_ids, labels, strict=True):
+            key = str(item)
+            counts[key] = counts.get(key, 0) + 1
+            likes[key] = likes.get(key, 0) + int(label)
+        prior = float(np.mean(labels)) if labels else 0.5
+        return cls(counts, likes, prior)
+
+    def rate(self, item: Any) -> float:
+        """Smoothed like rate of one item."""
+        key = str(item)
+        return (self.likes.get(key, 0) + ITEM_PRIOR_STRENGTH * self.prior) / (self.counts.get(key, 0) + ITEM_PRIOR_STRENGTH)
+
+    def log_count(self, item: Any) -> float:
+        """log(1 + occurrences) of one item."""
+        return math.log1p(self.counts.get(str(item), 0))
+
+
+def features(split: Any, stats: ItemStats) -> np.ndarray:
+    """The three count features of every example of a split (columns: share, rate, log count).
+
+    An example with an empty history gets the block's like rate as its history share.
+    """
+    rows = []
+    for hist, item in zip(split["history_labels"], split["item_id"], strict=True):
+        share = float(np.mean(hist)) if len(hist) else stats.prior
+        rows.append((share, stats.rate(item), stats.log_count(item)))
+    return np.asarray(rows, dtype=float).reshape(-1, 3)
+
+
+def _labels(split: Any) -> np.ndarray:
+    return np.asarray(split["label"], dtype=float)
+
+
+def _history_share(train: Any, stats: ItemStats) -> tuple[Callable[[np.ndarray], np.ndarray], int]:
+    return (lambda x: x[:, 0]), 0
+
+
+def _item_rate(train: Any, stats: ItemStats) -> tuple[Callable[[np.ndarray], np.ndarray], int]:
+    return (lambda x: x[:, 1]), 0
+
+
+def _logreg(train: Any, stats: ItemStats) -> tuple[Callable[[np.ndarray], np.ndarray], int]:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    y = _labels(train)
+    if len(np.unique(y)) < 2:
+        raise BaselineError(f"logistic regression needs both classes; the {len(y)} training examples are all "
+                            f"label {int(y[0]) if len(y) else '?'}")
+    model = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=1000))
+    model.fit(features(train, stats), y)
+    return (lambda x: model.predict_proba(x)[:, 1]), 4
+
+
+#: name → fit(train split, item stats) → (score function over features, trained parameter count).
+BASELINES: dict[str, Callable[[Any, ItemStats], tuple[Callable[[np.ndarray], np.ndarray], int]]] = {
+    "history-share": _history_share,
+    "item-rate": _item_rate,
+    "logreg-counts": _logreg,
+}
+
+
+_CACHE: dict[str, Any] = {}
+
+
+def _prepared(cfg: Any, prepare: Callable[[Any], Any]) -> Any:
+    """``prepare(cfg).splits``, memoised per config within this process (baselines share data)."""
+    import json
+
+    key = json.dumps(cfg.to_dict(), sort_keys=True, default=str)
+    if key not in _CACHE:
+        if len(_CACHE) > 8:
+            _CACHE.clear()
+        _CACHE[key] = prepare(cfg).splits
+    return _CACHE[key]
+
+
+def run_baseline(name: str, config: dict[str, Any]) -> dict[str, Any]:
+    """Compute one baseline on the data a run config describes (its ``data`` section).
+
+    Args:
+        name: A key of :data:`BASELINES`.
+        config: A run config; ``config["data"]`` holds :class:`petrec.data.DataConfig` fields
+            (``few_shot_k`` and ``seed`` select the same k examples the model runs train on).
+
+    Returns:
+        A ``metrics.json``-shaped dict: ``valid``, ``test`` (ctr metrics), ``valid_best``,
+        ``trainable_params``, ``total_params``, ``trainable_percent``, ``labels``.
+
+    Raises:
+        BaselineError: Not a ctr task, or the baseline cannot be fitted.
+    """
+    from petrec.data import DataConfig, prepare
+    from petrec.metrics import compute_ctr
+
+    if name not in BASELINES:
+        raise BaselineError(f"unknown baseline {name!r}; known: {sorted(BASELINES)}")
+    data_cfg = DataConfig(**(config.get("data") or {}))
+    if data_cfg.task != "ctr":
+        raise BaselineError(f"baseline {name!r} needs data.task='ctr', got {data_cfg.task!r}")
+    splits = _prepared(data_cfg, prepare)
+    block = _prepared(dataclasses.replace(data_cfg, few_shot_k=None), prepare)["train"]
+    stats = ItemStats.from_split(list(block["item_id"]), [int(v) for v in block["label"]])
+    score, n_params = BASELINES[name](splits["train"], stats)
+    out: dict[str, Any] = {}
+    for split in ("valid", "test"):
+        out[split] = compute_ctr(_labels(splits[split]), score(features(splits[split], stats)))
+    out["valid_best"] = {"metric": "auc", "value": out["valid"].get("auc"), "step": 0}
+    out.update(trainable_params=n_params, total_params=n_params, trainable_percent=100.0 if n_params else 0.0,
+               steps=0, labels=[f"baseline: {BASELINE_DESCRIPTIONS[name]}"],
+               train_examples=len(splits["train"]), item_stat_examples=len(block))
+    return out

@@ -1,0 +1,277 @@
+"""REPORT.md, terminal tables and CSVs of a results folder (plots: :mod:`petrec.bench.plots`).
+
+One section per report table (protocol), one table per variant × few-shot size: method,
+trainable %, the test metric mean ± std over seeds with its 95% interval, peak memory and
+its ratio to full fine-tuning, train / inference samples/s and the ratio, adapter size.
+Every missing number prints as ``—``; failed runs are listed with their error.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from petrec.bench.aggregate import lower_is_better, runs_frame, summarize
+from petrec.bench.runner import load_meta, load_records
+from petrec.bench.system import describe_machine, write_text_atomic
+
+MISSING = "—"
+
+
+def _num(x: Any) -> float:
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return math.nan
+    return v
+
+
+def fmt(x: Any, digits: int = 3) -> str:
+    """A number with ``digits`` significant decimals, or ``—`` when missing."""
+    v = _num(x)
+    if math.isnan(v):
+        return MISSING
+    if abs(v) >= 1000:
+        return f"{v:,.0f}"
+    if abs(v) >= 100:
+        return f"{v:.0f}"
+    return f"{v:.{digits}f}" if abs(v) < 10 else f"{v:.1f}"
+
+
+def fmt_bytes(x: Any) -> str:
+    """Bytes as KB / MB / GB, or ``—``."""
+    v = _num(x)
+    if math.isnan(v):
+        return MISSING
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if v >= scale:
+            return f"{v / scale:.1f} {unit}"
+    return f"{v:.0f} B"
+
+
+def fmt_ratio(x: Any) -> str:
+    """``0.42×`` or ``—``."""
+    v = _num(x)
+    return MISSING if math.isnan(v) else f"{v:.2f}×"
+
+
+def fmt_metric(row: pd.Series) -> str:
+    """``0.7312 ± 0.0120 [0.701, 0.761] (n=3)``; failures noted; ``—`` when nothing ran ok."""
+    mean = _num(row.get("metric_mean"))
+    n_ok, n_runs = int(row.get("n_ok", 0)), int(row.get("n_runs", 0))
+    failed = f" ({n_runs - n_ok}/{n_runs} failed)" if n_ok < n_runs else ""
+    if math.isnan(mean):
+        return MISSING + failed
+    text = f"{mean:.4f}"
+    std = _num(row.get("metric_std"))
+    if not math.isnan(std):
+        text += f" ± {std:.4f} [{_num(row.get('metric_ci_low')):.3f}, {_num(row.get('metric_ci_high')):.3f}]"
+    return text + f" (n={int(row.get('metric_n', 0))})" + failed
+
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]], style: str = "md") -> str:
+    """A Markdown (``md``) or aligned plain-text (``text``) table."""
+    if style == "md":
+        lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+        lines += ["| " + " | ".join(str(c).replace("|", "/") for c in r) + " |" for r in rows]
+        return "\n".join(lines)
+    widths = [max(len(str(h)), *(len(str(r[i])) for r in rows)) if rows else len(str(h))
+              for i, h in enumerate(headers)]
+    line = "  ".join(str(h).ljust(w) for h, w in zip(headers, widths, strict=True))
+    out = [line, "  ".join("-" * w for w in widths)]
+    out += ["  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    return "\n".join(out)
+
+
+def _method_order(summary: pd.DataFrame, meta: dict[str, Any]) -> dict[str, int]:
+    suite = meta.get("suite_config") or {}
+    order: list[str] = []
+    for exp in suite.get("experiments") or []:
+        order += [b for b in exp.get("baselines") or [] if b not in order]
+    order += [m for m in suite.get("methods") or {} if m not in order]
+    order += sorted(m for m in summary["method"].unique() if m not in order)
+    return {m: i for i, m in enumerate(order)}
+
+
+def _k_sort(label: str) -> float:
+    return math.inf if label == "full" else float(label)
+
+
+def table_rows(part: pd.DataFrame, style: str = "md") -> tuple[list[str], list[list[str]]]:
+    """Headers and formatted rows of one (table, variant, k) block of the summary."""
+    metric = part["metric"].iloc[0] if len(part) else None
+    arrow = "" if not metric else (" ↓" if lower_is_better(metric) else " ↑")
+    source = next((s for s in part["memory_source"] if s), "")
+    headers = ["method", "trainable %", f"test {metric}{arrow} mean ± std [95% CI]" if metric else "test metric",
+               f"peak mem MB{' (' + _short_source(source) + ')' if source else ''}", "mem ÷ full",
+               "train samples/s", "speed ÷ full", "infer samples/s", "adapter size"]
+    rows = []
+    for _, r in part.iterrows():
+        name = r["method"] if r["kind"] != "baseline" else f"{r['method']} (baseline)"
+        rows.append([name, fmt(r["trainable_percent"], 4), fmt_metric(r), fmt(r["memory_mb"]),
+                     fmt_ratio(r["memory_ratio"]), fmt(r["train_sps"]), fmt_ratio(r["train_sps_ratio"]),
+                     fmt(r["infer_sps"]), fmt_bytes(r["adapter_bytes"])])
+    return headers, rows
+
+
+def _short_source(label: str) -> str:
+    if label.startswith("CUDA"):
+        return "CUDA allocated"
+    if "growth" in label:
+        return "CPU RSS growth"
+    return "CPU peak RSS"
+
+
+def _references(meta: dict[str, Any], table: str) -> dict[str, dict[str, float]]:
+    refs: dict[str, dict[str, float]] = {}
+    for exp in (meta.get("suite_config") or {}).get("experiments") or []:
+        if (exp.get("table") or exp.get("name")) == table:
+            for label, values in (exp.get("references") or {}).items():
+                refs.setdefault(label, {}).update({str(k): float(v) for k, v in values.items()})
+    return refs
+
+
+def _experiments_of(meta: dict[str, Any], table: str) -> list[dict[str, Any]]:
+    return [e for e in (meta.get("suite_config") or {}).get("experiments") or []
+            if (e.get("table") or e.get("name")) == table]
+
+
+def render(summary: pd.DataFrame, runs: pd.DataFrame, meta: dict[str, Any], style: str = "md",
+           plots: dict[str, list[str]] | None = None) -> str:
+    """The whole report as Markdown (``md``) or terminal text (``text``)."""
+    from petrec.bench.findings import findings
+
+    plots = plots or {}
+    suite = meta.get("suite_config") or {}
+    h1, h2, h3 = ("# ", "## ", "### ") if style == "md" else ("", "== ", "-- ")
+    out = [f"{h1}petrec benchmark report: {meta.get('suite') or suite.get('name') or 'results'}", ""]
+    if suite.get("description"):
+        out += [str(suite["description"]).strip(), ""]
+    mach = meta.get("machine")
+    out += [f"- command: `{meta.get('command', MISSING)}`",
+            f"- machine: {describe_machine(mach) if mach else MISSING}",
+            f"- git commit: {(meta.get('git') or {}).get('commit') or MISSING}"
+            f"{' (with uncommitted changes)' if (meta.get('git') or {}).get('dirty') else ''}",
+            f"- started {meta.get('started_at', MISSING)}, finished {meta.get('finished_at') or 'not finished'}",
+            f"- runs: {len(runs)} ({int((runs['status'] == 'ok').sum()) if len(runs) else 0} ok, "
+            f"{int((runs['status'] != 'ok').sum()) if len(runs) else 0} failed)"]
+    vers = meta.get("versions") or {}
+    if vers:
+        out.append("- versions: " + ", ".join(f"{k} {v}" for k, v in vers.items() if v))
+    out.append("")
+    if summary.empty:
+        out += ["No runs recorded yet.", ""]
+        return "\n".join(out)
+    order = _method_order(summary, meta)
+    facts = findings(summary, meta)
+    if facts:
+        out += [f"{h2}Findings (computed from the runs below)", "", *[f"- {f}" for f in facts], ""]
+    for table, tpart in summary.groupby("table", sort=False):
+        exps = _experiments_of(meta, str(table))
+        title = exps[0].get("title") if exps else table
+        out += [f"{h2}{table}: {title}", ""]
+        for exp in exps:
+            if exp.get("note"):
+                out += [str(exp["note"]).strip(), ""]
+        refs = _references(meta, str(table))
+        for variant, vpart in tpart.groupby("variant", sort=False):
+            labels = sorted({lbl for lbl in vpart["labels"] if lbl and not lbl.startswith("baseline")})
+            ks = sorted(vpart["k_label"].unique(), key=_k_sort)
+            metric = vpart["metric"].iloc[0]
+            if len(ks) > 1 and metric:
+                out += [f"{h3}{variant}: test {metric} by training-set size (mean over seeds)", ""]
+                pivot_rows = []
+                methods = sorted(vpart["method"].unique(), key=lambda m: order.get(m, 999))
+                for m in methods:
+                    cells = []
+                    for k in ks:
+                        cell = vpart[(vpart["method"] == m) & (vpart["k_label"] == k)]
+                        cells.append(fmt(cell["metric_mean"].iloc[0], 4) if len(cell) else MISSING)
+                    pivot_rows.append([m, *cells])
+                for label, values in refs.items():
+                    pivot_rows.append([f"{label} (published, not run here)",
+                                       *[fmt(values.get(k), 4) for k in ks]])
+                out += [format_table(["method", *[f"k={k}" for k in ks]], pivot_rows, style), ""]
+            for k in ks:
+                part = vpart[vpart["k_label"] == k].copy()
+                part["_o"] = part["method"].map(lambda m: order.get(m, 999))
+                part = part.sort_values("_o")
+                name = f"{variant}" + ("" if k == "full" and len(ks) == 1 else f", k={k}")
+                out += [f"{h3}{name}", ""]
+                if labels:
+                    out += ["Labels: " + "; ".join(labels), ""]
+                headers, rows = table_rows(part, style)
+                for label, values in refs.items():
+                    if k in values:
+                        rows.append([f"{label} (published, not run here)", MISSING, f"{values[k]:.4f}",
+                                     *[MISSING] * (len(headers) - 3)])
+                out += [format_table(headers, rows, style), ""]
+        for name in plots.get(str(table), []):
+            out += [f"![{Path(name).stem}]({name})" if style == "md" else f"plot: {name}", ""]
+    failed = runs[runs["status"] != "ok"] if len(runs) else runs
+    if len(failed):
+        out += [f"{h2}Failed runs", ""]
+        for _, r in failed.iterrows():
+            last = f" … {r['error_last']}" if r["error_last"] and r["error_last"] != r["error"] else ""
+            out.append(f"- `{r['run_id']}`: {r['error'] or 'no error text'}{last}")
+        out.append("")
+    out += [f"{h2}How to read this", "",
+            "- mean ± std over seeds (sample std); [95% CI] is the Student-t interval of the mean; "
+            "std and CI need ≥ 2 seeds.",
+            "- mem ÷ full and speed ÷ full divide by the `full` fine-tuning row of the same table; "
+            "peak memory is measured in the run's own process.",
+            "- baselines are plain statistics computed in-process (no memory or speed numbers); "
+            "rows marked 'published, not run here' are reference numbers from papers.",
+            "- every run's raw record is in runs/<run_id>.json; runs.csv has one row per run, "
+            "summary.csv one row per table cell.", ""]
+    return "\n".join(out)
+
+
+def _metrics_by_table(meta: dict[str, Any]) -> dict[str, str | None]:
+    out: dict[str, str | None] = {}
+    for exp in (meta.get("suite_config") or {}).get("experiments") or []:
+        if "metric" in exp:
+            out[exp.get("table") or exp["name"]] = exp["metric"]
+    return out
+
+
+def build_report(results_dir: str | os.PathLike[str], *, make_plots: bool = True) -> tuple[Path, str]:
+    """Write REPORT.md, runs.csv, summary.csv and plots/ for a results folder.
+
+    Returns:
+        The REPORT.md path and the terminal-text version of the report.
+    """
+    results = Path(results_dir)
+    records = load_records(results)
+    meta = load_meta(results)
+    runs = runs_frame(records)
+    summary = summarize(runs, _metrics_by_table(meta)) if len(runs) else pd.DataFrame()
+    if not summary.empty:  # rows in report order: baselines, then the suite's method order
+        order = _method_order(summary, meta)
+        summary = summary.assign(_o=summary["method"].map(lambda m: order.get(m, 999)),
+                                 _k=summary["k_label"].map(_k_sort))
+        summary = summary.sort_values(["table", "variant", "_k", "_o"], kind="stable").drop(columns=["_o", "_k"])
+        summary = summary.reset_index(drop=True)
+    plots: dict[str, list[str]] = {}
+    if make_plots and not summary.empty:
+        from petrec.bench.plots import make_plots as _plots
+
+        plots = _plots(summary, results / "plots", meta)
+    for name, frame in (("runs.csv", runs), ("summary.csv", summary)):
+        tmp = results / f"{name}.tmp"
+        frame.to_csv(tmp, index=False)
+        os.replace(tmp, results / name)
+    text_md = render(summary, runs, meta, "md", {t: [f"plots/{p}" for p in ps] for t, ps in plots.items()})
+    write_text_atomic(results / "REPORT.md", text_md + _extra_notes(results))
+    return results / "REPORT.md", render(summary, runs, meta, "text")
+
+
+def _extra_notes(results: Path) -> str:
+    """Hand-written notes (``NOTES.md`` in the results folder) appended verbatim to the report."""
+    notes = results / "NOTES.md"
+    return "\n" + notes.read_text(encoding="utf-8") if notes.is_file() else ""

@@ -1,0 +1,177 @@
+"""What a result needs to be reproducible: machine, library versions, git commit; and process memory.
+
+Plain standard-library code (``/proc``, ``importlib.metadata``, ``git``) so the parent
+process of a suite stays light; CUDA details come from torch only when it is importable.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import subprocess
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+#: Distributions whose versions every result records.
+VERSIONED = ("petrec", "torch", "transformers", "peft", "accelerate", "bitsandbytes", "datasets",
+             "numpy", "scikit-learn")
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def versions() -> dict[str, str | None]:
+    """Installed versions of :data:`VERSIONED` plus Python (None = not installed)."""
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for dist in VERSIONED:
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = None
+    return out
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _memory_gib() -> float | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return round(int(line.split()[1]) / 1024**2, 1)
+    except OSError:
+        pass
+    return None
+
+
+def _gpus() -> list[dict[str, Any]]:
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a core dependency
+        return []
+    if not torch.cuda.is_available():
+        return []
+    out = []
+    for i in range(torch.cuda.device_count()):
+        props = torch.cuda.get_device_properties(i)
+        out.append({"name": props.name, "memory_gib": round(props.total_memory / 1024**3, 1)})
+    return out
+
+
+def machine() -> dict[str, Any]:
+    """CPU model, core counts (usable by this process and total), memory, GPUs, OS."""
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        usable = os.cpu_count()
+    return {
+        "cpu_model": _cpu_model(),
+        "cpu_cores_usable": usable,
+        "cpu_count": os.cpu_count(),
+        "memory_gib": _memory_gib(),
+        "gpus": _gpus(),
+        "platform": platform.platform(),
+    }
+
+
+def describe_machine(info: dict[str, Any]) -> str:
+    """One line for reports: ``AMD EPYC, 2 cores, 24.0 GiB RAM, no GPU``."""
+    gpus = info.get("gpus") or []
+    gpu = ", ".join(f"{g['name']} ({g['memory_gib']} GiB)" for g in gpus) if gpus else "no GPU"
+    return (f"{info.get('cpu_model', '?')}, {info.get('cpu_cores_usable', '?')} usable cores, "
+            f"{info.get('memory_gib', '?')} GiB RAM, {gpu}")
+
+
+def git_state(root: Path = REPO_ROOT) -> dict[str, Any]:
+    """Commit of the source checkout and whether tracked files differ from it (None outside git)."""
+    def git(*args: str) -> str | None:
+        try:
+            res = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=20)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return res.stdout.strip() if res.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    dirty = git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": commit, "dirty": None if dirty is None else bool(dirty)}
+
+
+def rss_mb() -> dict[str, float]:
+    """This process's current and peak resident set size in MiB (Linux ``/proc``; empty elsewhere)."""
+    out: dict[str, float] = {}
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                out["rss_mb"] = int(line.split()[1]) / 1024
+            elif line.startswith("VmHWM:"):
+                out["peak_rss_mb"] = int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return out
+
+
+def reset_peak_rss() -> bool:
+    """Reset this process's peak RSS (``VmHWM``) to the current RSS; False where unsupported.
+
+    Linux ≥ 4.0 resets it when ``5`` is written to ``/proc/self/clear_refs``; this lets a
+    measurement exclude model loading (e.g. the fp32 copy a quantized base is built from).
+    """
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+def dir_bytes(path: Path) -> int | None:
+    """Total size of the files under ``path`` (None when it does not exist)."""
+    if not path.exists():
+        return None
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON via a temp file in the same folder and ``os.replace`` (never half-written)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    text = json.dumps(clean_floats(data), indent=2, allow_nan=False, default=_jsonable)
+    tmp.write_text(text + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write text via a temp file in the same folder and ``os.replace``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def clean_floats(obj: Any) -> Any:
+    """Replace NaN / ±inf by None recursively (strict JSON has no NaN; None reads as "missing")."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: clean_floats(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [clean_floats(v) for v in obj]
+    return obj
+
+
+def _jsonable(obj: Any) -> Any:
+    if hasattr(obj, "item"):
+        return clean_floats(obj.item())
+    if isinstance(obj, Path):
+        return str(obj)
+    return str(obj)

@@ -1,0 +1,57 @@
+"""Statistics baselines: features, scores and errors on hand-made splits; P1 numbers on the real data."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from petrec.bench.baselines import (
+    ITEM_PRIOR_STRENGTH,
+    BaselineError,
+    ItemStats,
+    _logreg,
+    features,
+    run_baseline,
+)
+
+
+def test_item_stats_and_features_by_hand() -> None:
+    stats = ItemStats.from_split(["a", "a", "b", "c"], [1, 0, 1, 1])
+    assert stats.counts == {"a": 2, "b": 1, "c": 1} and stats.likes == {"a": 1, "b": 1, "c": 1}
+    assert stats.prior == 0.75
+    m = ITEM_PRIOR_STRENGTH
+    assert stats.rate("a") == pytest.approx((1 + m * 0.75) / (2 + m))
+    assert stats.rate("unseen") == pytest.approx(0.75)
+    split = {"history_labels": [[1, 0, 1, 1], []], "item_id": ["a", "zz"]}
+    x = features(split, stats)
+    assert x.shape == (2, 3)
+    np.testing.assert_allclose(x[0], [0.75, (1 + m * 0.75) / (2 + m), math.log(3)])
+    np.testing.assert_allclose(x[1], [0.75, 0.75, 0.0])  # empty history → the block's like rate
+
+
+def test_logreg_needs_both_classes() -> None:
+    stats = ItemStats.from_split(["a"], [1])
+    with pytest.raises(BaselineError, match="needs both classes; the 2 training examples are all label 1"):
+        _logreg({"history_labels": [[1], [0]], "item_id": ["a", "a"], "label": [1, 1]}, stats)
+
+
+def test_unknown_baseline_and_wrong_task() -> None:
+    with pytest.raises(BaselineError, match="unknown baseline 'x'"):
+        run_baseline("x", {"data": {}})
+    with pytest.raises(BaselineError, match=r"needs data\.task='ctr'"):
+        run_baseline("history-share", {"data": {"dataset": "synthetic", "task": "rating"}})
+
+
+@pytest.mark.data
+def test_p1_history_share_and_logreg_on_movielens(shared_data_dir: Path) -> None:
+    data = {"dataset": "ml-100k", "protocol": "tallrec", "task": "ctr", "data_dir": str(shared_data_dir),
+            "few_shot_k": 256, "seed": 1}
+    share = run_baseline("history-share", {"data": data})
+    assert round(share["test"]["auc"], 3) == 0.726  # BENCHMARKS.md P1 no-training row
+    assert share["trainable_params"] == 0 and share["item_stat_examples"] == 8000
+    lr = run_baseline("logreg-counts", {"data": data})
+    assert lr["train_examples"] == 256 and lr["trainable_params"] == 4
+    assert 0.70 < lr["test"]["auc"] < 0.80

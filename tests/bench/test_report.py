@@ -1,0 +1,110 @@
+"""Report: REPORT.md / text / CSV / PNG from tiny records, including failed runs and missing values."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from petrec.bench.plots import pareto_front
+from petrec.bench.report import build_report, fmt, fmt_bytes, fmt_ratio
+from petrec.bench.runner import BenchError, run_suite
+from petrec.bench.system import write_json_atomic
+from tests.bench.test_aggregate import record
+
+
+def _write(results: Path, records: list[dict], suite: dict | None = None) -> None:
+    for rec in records:
+        write_json_atomic(results / "runs" / f"{rec['run_info']['run_id']}.json", rec)
+    if suite is not None:
+        import yaml
+
+        (results / "suite.yaml").write_text(yaml.safe_dump(suite))
+
+
+def test_report_of_fake_suite_lists_failures_and_has_every_method(fake_suite, tmp_path: Path) -> None:
+    res = tmp_path / "res"
+    run_suite(fake_suite, res, progress=lambda s: None, command_line="petrec bench --suite fake.yaml")
+    path, text = build_report(res)
+    md = path.read_text()
+    assert "- command: `petrec bench --suite fake.yaml`" in md
+    assert "usable cores" in md and "git commit:" in md
+    assert "## E: fake experiment" in md
+    assert "| full |" in md and "| lora |" in md
+    assert "| head | — | — (2/2 failed) |" in md
+    assert "## Failed runs" in md and "`E__default__head__kfull__s1`: exit code 3" in md
+    assert "RuntimeError: fake failure of head" in md
+    # full: auc 0.71, 0.72 → mean 0.715; lora: 0.69, 0.70
+    assert "0.7150 ± 0.0071" in md and "0.6950 ± 0.0071" in md
+    assert "best parameter-efficient method lora auc=0.6950" in md
+    assert "lora − full = -0.0200 (not within 1 point)" in md
+    assert "failed runs: head (2/2)" in md
+    assert "E: fake experiment" in text and "|" not in text.split("E: fake experiment")[1].splitlines()[2]
+    with open(res / "runs.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 6 and {r["status"] for r in rows} == {"ok", "failed"}
+    with open(res / "summary.csv") as f:
+        assert [r["method"] for r in csv.DictReader(f)] == ["full", "lora", "head"]
+    pngs = sorted(p.name for p in (res / "plots").glob("*.png"))
+    assert pngs == ["E__metric_vs_params.png", "E__pareto.png", "E__peak_memory.png"]
+    assert all((res / "plots" / p).stat().st_size > 5000 for p in pngs)
+    for p in pngs:
+        assert f"](plots/{p})" in md
+
+
+def test_report_renders_with_missing_values(tmp_path: Path) -> None:
+    bare = {"run_info": {"run_id": "X__default__lora__kfull__s1", "experiment": "X", "method": "lora",
+                         "status": "ok"}, "train_info": {}, "metrics": {}}
+    recs = [bare, record("full", 1, None, mem=None, sps=None, params=None, table="X", k=None)]
+    _write(tmp_path, recs)
+    path, text = build_report(tmp_path)
+    md = path.read_text()
+    assert "| lora | — | — (n=0) |" not in md  # no metric at all → the metric column says so
+    assert "| lora | — | — | — | — | — | — | — | — |" in md
+    assert "No runs" not in md
+    assert not list((tmp_path / "plots").glob("*.png"))  # nothing to draw: no empty plots
+    assert "X" in text
+
+
+def test_report_of_empty_and_missing_folders(tmp_path: Path) -> None:
+    (tmp_path / "runs").mkdir()
+    path, _ = build_report(tmp_path)
+    assert "No runs recorded yet." in path.read_text()
+    with pytest.raises(BenchError, match="no runs/ folder"):
+        build_report(tmp_path / "absent")
+    (tmp_path / "runs" / "broken.json").write_text("{")
+    with pytest.raises(BenchError, match=r"broken\.json: not valid JSON"):
+        build_report(tmp_path)
+
+
+def test_references_goals_and_baselines_appear(tmp_path: Path) -> None:
+    recs = [record("full", s, 0.70 + 0.01 * s, mem=400, sps=10) for s in (1, 2)]
+    recs += [record("lora", s, 0.70 + 0.01 * s, mem=100, sps=14) for s in (1, 2)]
+    recs += [record("history-share", 1, 0.726, kind="baseline", mem=None, sps=None, params=0)]
+    suite = {"name": "t", "methods": {"full": {}, "lora": {}}, "experiments": [{
+        "name": "P1", "metric": "auc", "baselines": ["history-share"],
+        "references": {"TALLRec": {"256": 0.7198}},
+        "goals": [{"method": "lora", "quantity": "memory_ratio", "op": "<=", "value": 0.45, "label": "LoRA mem"},
+                  {"method": "lora", "quantity": "train_sps_ratio", "op": ">=", "value": 1.5, "label": "LoRA speed"},
+                  {"method": "qlora", "quantity": "memory_ratio", "op": "<=", "value": 0.25, "label": "QLoRA mem"}],
+    }]}
+    _write(tmp_path, recs, suite)
+    md = build_report(tmp_path)[0].read_text()
+    assert "goal 'LoRA mem' (P1 default k=256): measured 0.250, met" in md
+    assert "goal 'LoRA speed' (P1 default k=256): measured 1.400, NOT met" in md
+    assert "goal 'QLoRA mem' (P1 default k=256): not checked" in md
+    assert "| TALLRec (published, not run here) | — | 0.7198 |" in md
+    assert "| history-share (baseline) | 0.0000 | 0.7260 (n=1) |" in md
+    assert md.index("history-share (baseline)") < md.index("| full |")  # baselines first
+    assert "lora − full = +0.0000 (within 1 point)" in md
+    assert "does NOT beat the best statistics baseline" in md
+
+
+def test_formatters_and_pareto_front() -> None:
+    assert fmt(None) == "—" and fmt(float("nan")) == "—" and fmt(0.12345) == "0.123" and fmt(1234.5) == "1,234"
+    assert fmt_bytes(2_500_000) == "2.5 MB" and fmt_bytes(None) == "—" and fmt_bytes(12) == "12 B"
+    assert fmt_ratio(0.4) == "0.40×" and fmt_ratio(None) == "—"
+    pts = [(100, 0.70, "a"), (200, 0.72, "b"), (300, 0.71, "c"), (50, 0.60, "d"), (100, 0.65, "e")]
+    assert pareto_front(pts, lower_better=False) == [(50, 0.60, "d"), (100, 0.70, "a"), (200, 0.72, "b")]
+    assert pareto_front([(1, 0.5, "x"), (2, 0.4, "y")], lower_better=True) == [(1, 0.5, "x"), (2, 0.4, "y")]

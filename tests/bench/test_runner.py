@@ -1,0 +1,92 @@
+"""Runner: one subprocess per run, failures recorded, resume skips finished runs, --force re-runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from petrec.bench.runner import load_records, run_suite
+from petrec.bench.suite import SuiteConfig
+from petrec.config import from_dict
+from tests.bench.conftest import calls, fake_suite_dict
+
+
+def _by_id(records: list[dict]) -> dict[str, dict]:
+    return {r["run_info"]["run_id"]: r for r in records}
+
+
+def test_runs_are_recorded_and_failure_does_not_stop_the_suite(fake_suite: SuiteConfig, tmp_path: Path) -> None:
+    lines: list[str] = []
+    records = run_suite(fake_suite, tmp_path / "res", progress=lines.append)
+    assert [r["run_info"]["run_id"] for r in records] == [
+        "E__default__full__kfull__s1", "E__default__lora__kfull__s1", "E__default__head__kfull__s1",
+        "E__default__full__kfull__s2", "E__default__lora__kfull__s2", "E__default__head__kfull__s2",
+    ]
+    assert sorted(calls(tmp_path)) == sorted(["full 1", "lora 1", "head 1", "full 2", "lora 2", "head 2"])
+    runs = _by_id(load_records(tmp_path / "res"))
+    assert len(runs) == 6
+    ok = runs["E__default__lora__kfull__s2"]
+    assert ok["run_info"]["status"] == "ok"
+    assert ok["run_info"]["returncode"] == 0
+    assert ok["metrics"]["test"]["auc"] == 0.68 + 0.02
+    assert ok["metrics"]["valid_best"]["step"] == 7
+    assert ok["train_info"]["steps_to_best"] == 7
+    assert ok["train_info"]["adapter_bytes"] == 100
+    assert ok["train_info"]["trainable_params"] == 10
+    assert ok["train_info"]["peak_memory"]["cpu_peak_rss_mb"] == 200.0
+    assert ok["train_info"]["peak_memory"]["process_peak_rss_mb"] > 1.0  # measured by the runner (wait4)
+    assert ok["run_info"]["config"]["train"] == {"epochs": 1, "seed": 2}
+    assert ok["run_info"]["config"]["model"]["method"] == "lora"
+    assert ok["run_info"]["config"]["data"] == {"few_shot_k": None, "seed": 2}
+    assert "--config" in ok["run_info"]["command"]
+    assert ok["run_info"]["machine"]["cpu_cores_usable"] >= 1
+    assert ok["run_info"]["versions"]["torch"]
+    failed = runs["E__default__head__kfull__s1"]
+    assert failed["run_info"]["status"] == "failed"
+    assert failed["run_info"]["returncode"] == 3
+    assert failed["run_info"]["error"].startswith("exit code 3")
+    assert "RuntimeError: fake failure of head" in failed["run_info"]["error"]
+    assert failed["metrics"] == {"valid": {}, "valid_best": {}, "test": {}}
+    assert sum("FAILED" in line for line in lines) == 2
+    assert sum(": running" in line for line in lines) == 6
+    assert (tmp_path / "res" / ".gitignore").read_text() == "_work/\n"
+
+
+def test_resume_skips_finished_runs_and_force_reruns(fake_suite: SuiteConfig, tmp_path: Path) -> None:
+    res = tmp_path / "res"
+    first = run_suite(fake_suite, res, progress=lambda s: None)
+    assert len(calls(tmp_path)) == 6
+    lines: list[str] = []
+    again = run_suite(fake_suite, res, progress=lines.append)
+    assert len(calls(tmp_path)) == 6  # nothing ran again, failed runs included
+    assert sum("skipped" in line for line in lines) == 6
+    assert json.dumps(again, sort_keys=True) == json.dumps(first, sort_keys=True)
+    run_suite(fake_suite, res, retry_failed=True, progress=lambda s: None)
+    assert calls(tmp_path)[6:] == ["head 1", "head 2"]
+    run_suite(fake_suite, res, force=True, progress=lambda s: None)
+    assert len(calls(tmp_path)) == 6 + 2 + 6
+
+
+def test_interrupted_run_is_redone_and_changed_config_reruns(fake_suite: SuiteConfig, tmp_path: Path) -> None:
+    res = tmp_path / "res"
+    run_suite(fake_suite, res, progress=lambda s: None)
+    (res / "runs" / "E__default__full__kfull__s2.json").unlink()  # as if killed mid-run
+    run_suite(fake_suite, res, progress=lambda s: None)
+    assert calls(tmp_path)[6:] == ["full 2"]
+    changed = fake_suite_dict(tmp_path, fail_methods=["head"])
+    changed["methods"]["lora"] = {"train": {"lr": 3e-4}}
+    run_suite(from_dict(SuiteConfig, changed), res, progress=lambda s: None)
+    assert calls(tmp_path)[7:] == ["lora 1", "lora 2"]
+
+
+def test_timeout_and_missing_metrics_are_failures(tmp_path: Path) -> None:
+    data = fake_suite_dict(tmp_path, sleep_methods=["full"], silent_methods=["lora"])
+    data["timeout_s"] = 2
+    data["experiments"][0]["seeds"] = [1]
+    data["experiments"][0]["methods"] = ["full", "lora"]
+    records = _by_id(run_suite(from_dict(SuiteConfig, data), tmp_path / "res", progress=lambda s: None))
+    slow = records["E__default__full__kfull__s1"]["run_info"]
+    assert slow["status"] == "failed" and slow["error"].startswith("timed out after 2 s")
+    assert records["E__default__full__kfull__s1"]["train_info"]["wall_seconds"] < 15
+    silent = records["E__default__lora__kfull__s1"]["run_info"]
+    assert silent["status"] == "failed" and "metrics.json is missing" in silent["error"]
