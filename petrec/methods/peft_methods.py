@@ -48,6 +48,12 @@ class IA3Options:
     feedforward: list[str] | None = None
     """Target names scaled on their input (feed-forward layers); default: peft's mapping / none."""
 
+    def __post_init__(self) -> None:
+        if self.feedforward is not None and (
+            isinstance(self.feedforward, str) or not all(isinstance(n, str) for n in self.feedforward)
+        ):
+            raise PetrecMethodError(f"ia3 option feedforward must be a list of module names, got {self.feedforward!r}")
+
 
 def _lora_targets(model: nn.Module, targets: str | Sequence[str] | None, heads: list[str]) -> list[str]:
     if targets is not None:

@@ -30,6 +30,10 @@ class BitFitOptions:
     include_norm: bool = True
     """Also train the biases of normalisation layers (the paper trains every bias)."""
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.include_norm, bool):
+            raise PetrecMethodError(f"bitfit option include_norm must be True or False, got {self.include_norm!r}")
+
 
 def wrap_heads(model: nn.Module, heads: Sequence[str], adapter_name: str) -> None:
     """Wrap each head in peft's ``ModulesToSaveWrapper`` (or add ``adapter_name`` to its wrapper)."""

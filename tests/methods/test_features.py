@@ -195,3 +195,33 @@ def test_cli_prints_every_method(capsys) -> None:
     out = capsys.readouterr().out
     assert all(f"\n{name} " in out for name in petrec.METHODS)
     assert set(petrec.METHODS) == {"full", "head", "bitfit", "lora", "dora", "ia3", "prompt", "prefix", "adapter", "qlora"}
+
+
+def test_prefix_reparameterisation_count_and_training() -> None:
+    from tests.methods.families import FF, H, L  # noqa: F401  (sizes of the tiny families)
+
+    fam = FAMILIES_BY_NAME["wrapped_bert"]
+    model = petrec.attach(fam.fresh(), "prefix", head=["head"], num_virtual_tokens=3, projection=True, projection_dim=16)
+    mlp = (H * 16 + 16) + (16 * L * 2 * H + L * 2 * H)
+    assert petrec.trainable_report(model).trainable == 3 * H + mlp + fam.head_params
+    fam.call(model, BATCH()).sum().backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize("method", ["dora", "ia3", "adapter", "prefix", "prompt", "bitfit", "head"])
+def test_every_method_trains_on_a_4bit_base(method: str, tmp_path) -> None:
+    fam = FAMILIES_BY_NAME["wrapped_bert"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = petrec.attach(fam.fresh(), method, head=["head"], quantize="nf4", **OPTIONS[method])
+    assert petrec.trainable_report(model).quantized_ratio is not None
+    model.train()
+    fam.call(model, BATCH()).pow(2).mean().backward()
+    # (the BERT pooler is unused by CLS pooling of last_hidden_state: its bias gets no gradient)
+    grads = [p.grad for n, p in model.named_parameters() if p.requires_grad and ".pooler." not in n]
+    assert grads and all(g is not None for g in grads)
+    _randomise_adapters(model)
+    model.eval()
+    expected = _out(model, fam.name)
+    petrec.save_adapter(model, tmp_path)
+    torch.testing.assert_close(_out(petrec.load_adapter(fam.fresh(), tmp_path), fam.name), expected, atol=0, rtol=0)
