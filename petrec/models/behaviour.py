@@ -168,6 +168,8 @@ class BehaviourModel(nn.Module):
         self.hidden_size = hidden
         self.dropout = nn.Dropout(cfg.dropout)
         self.head = _make_head(hidden, hidden if cfg.task == "next_item" else 1, cfg)
+        # Accelerate's FSDP transformer-based auto-wrap reads this from the top-level model.
+        self._no_split_modules = list(getattr(backbone, "_no_split_modules", None) or [])
 
     # ------------------------------------------------------------------ shared trunk
     def pooled(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

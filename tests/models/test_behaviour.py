@@ -234,3 +234,12 @@ def test_sampled_negatives_add_columns_and_clashes_are_masked(use_index: bool) -
     assert out.loss.item() == pytest.approx(
         _hand_ce_with_allowed(out.logits, allowed, 0.2), rel=1e-5
     )
+
+
+@pytest.mark.parametrize(
+    ("family", "layer"), [("bert", "BertLayer"), ("llama", "LlamaDecoderLayer")]
+)
+def test_no_split_modules_forwarded_for_fsdp_auto_wrap(family: str, layer: str) -> None:
+    model = make(family)
+    assert layer in model._no_split_modules
+    assert model._no_split_modules == list(model.backbone._no_split_modules)
