@@ -12,7 +12,11 @@ attention layer through one pluggable function (``AttentionInterface``); petrec 
 implementation that concatenates this layer's prefix keys/values in front of the real ones and
 extends the attention mask with "attend" columns, then calls the stock sdpa / eager kernel. The
 same code serves BERT, GPT-2, Llama and Qwen2 (grouped-query attention included), nested or not.
+DeBERTa-v2/v3 computes its disentangled attention itself; :mod:`.prefix_deberta` patches it.
 The output keeps the input's sequence length (prefixes are keys/values only, never positions).
+Prefixes carry no position: decoders see real tokens at positions 0..T-1 (peft's cache-based
+prefix shifts them to P..P+T-1), and the original attention kernel is replaced by sdpa unless
+it was eager (a flash-attention model runs on sdpa while a prefix is attached).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from torch import nn
 from petrec.methods.base import NamedAdapterModule
 from petrec.methods.discovery import find_hf_base
 from petrec.methods.errors import PetrecMethodError
+from petrec.methods.prefix_deberta import DEBERTA_TYPES, patch_deberta, unpatch_deberta
 
 PREFIX_ATTR = "petrec_prefix"
 _REF = "_petrec_prefix_ref"
@@ -175,11 +180,19 @@ def _discover(base: nn.Module) -> list[tuple[nn.Module, tuple[int, ...]]]:
     _RECORDER = []
     try:
         with torch.no_grad():
-            ids = torch.zeros(1, 2, dtype=torch.long, device=base.get_input_embeddings().weight.device)
-            base(input_ids=ids)
+            ids = torch.ones(1, 2, dtype=torch.long, device=base.get_input_embeddings().weight.device)
+            base(input_ids=ids, attention_mask=torch.ones_like(ids))
         return _RECORDER
     finally:
         _RECORDER = None
+
+
+def _install(base: nn.Module, store: PrefixStore) -> None:
+    setattr(base, PREFIX_ATTR, store)
+    store.hook_handles = [
+        base.register_forward_pre_hook(store.begin),
+        base.register_forward_hook(store.end),
+    ]
 
 
 def apply_prefix(model: nn.Module, opts: PrefixOptions, targets: object, heads: list[str], adapter_name: str) -> list[str]:
@@ -194,6 +207,10 @@ def apply_prefix(model: nn.Module, opts: PrefixOptions, targets: object, heads: 
         )
     base_name, base = found
     store = getattr(base, PREFIX_ATTR, None)
+    if store is None and getattr(base.config, "model_type", None) in DEBERTA_TYPES:
+        store = PrefixStore("")  # "" = attention implementation untouched (forward patched instead)
+        store.layer_shapes = patch_deberta(base, store)
+        _install(base, store)
     if store is None:
         _register()
         impl = base.config._attn_implementation or "eager"
@@ -201,7 +218,12 @@ def apply_prefix(model: nn.Module, opts: PrefixOptions, targets: object, heads: 
         base.config._attn_implementation = _IMPL["eager" if impl == "eager" else "sdpa"]
         calls = _discover(base)
         if not calls:
-            raise PetrecMethodError(f"method 'prefix': no attention layer of {type(base).__name__} was seen")
+            base.config._attn_implementation = impl
+            raise PetrecMethodError(
+                f"method 'prefix': {type(base).__name__} does not route attention through "
+                "transformers' AttentionInterface, so petrec cannot add prefixes to it "
+                f"(supported: models using AttentionInterface, and {list(DEBERTA_TYPES)})"
+            )
         shapes: list[tuple[int, int]] = []
         for module, shape in calls:
             if _REF in module.__dict__:
@@ -210,11 +232,7 @@ def apply_prefix(model: nn.Module, opts: PrefixOptions, targets: object, heads: 
             module.__dict__[_REF] = (store, len(shapes))
             shapes.append((shape[1], shape[3]))
         store.layer_shapes = shapes
-        setattr(base, PREFIX_ATTR, store)
-        store.hook_handles = [
-            base.register_forward_pre_hook(store.begin),
-            base.register_forward_hook(store.end),
-        ]
+        _install(base, store)
     hidden = base.get_input_embeddings().weight.shape[1]
     ref = base.get_input_embeddings().weight
     store.adapters[adapter_name] = PrefixParams(store.layer_shapes, hidden, opts).to(ref.device)
@@ -236,5 +254,8 @@ def remove_prefix(model: nn.Module) -> None:
         h.remove()
     for m in base.modules():
         m.__dict__.pop(_REF, None)
-    base.config._attn_implementation = store.original_impl
+    if store.original_impl:
+        base.config._attn_implementation = store.original_impl
+    else:
+        unpatch_deberta(base)
     delattr(base, PREFIX_ATTR)

@@ -89,6 +89,17 @@ def _bert_cfg() -> Any:
                       intermediate_size=FF, max_position_embeddings=64, num_labels=HEAD_OUT)
 
 
+def _deberta_cfg() -> Any:
+    from transformers import DebertaV2Config
+
+    # DeBERTa-v3 style: relative attention with both disentangled terms, no absolute positions
+    return DebertaV2Config(vocab_size=V, hidden_size=H, num_hidden_layers=L, num_attention_heads=HEADS,
+                           intermediate_size=FF, max_position_embeddings=64, num_labels=HEAD_OUT,
+                           relative_attention=True, pos_att_type=["p2c", "c2p"], max_relative_positions=-1,
+                           position_buckets=8, norm_rel_ebd="layer_norm", share_att_key=True,
+                           position_biased_input=False)
+
+
 def _qwen2_cfg() -> Any:
     from transformers import Qwen2Config
 
@@ -164,6 +175,7 @@ def families() -> list[Family]:
     from transformers import (
         BertForSequenceClassification,
         BertModel,
+        DebertaV2ForSequenceClassification,
         GPT2Model,
         LlamaModel,
         Qwen2ForSequenceClassification,
@@ -189,6 +201,10 @@ def families() -> list[Family]:
     out = [
         Family("bert_cls", lambda: BertForSequenceClassification(_bert_cfg()), None, bert_head,
                _bert_counts(H, L, FF, bert_head, V, 64), call=_logits),
+        Family("deberta_cls", lambda: DebertaV2ForSequenceClassification(_deberta_cfg()), None, bert_head,
+               {**_bert_counts(H, L, FF, bert_head, V, 64),
+                # + the encoder's relative-embedding LayerNorm bias (pooler and embedding LN as in BERT)
+                "bitfit": L * (7 * H + FF) + 3 * H + bert_head}, call=_logits),
         Family("qwen2_cls", lambda: Qwen2ForSequenceClassification(_qwen2_cfg()), None, qwen_head,
                {**{k: v + qwen_head for k, v in llama_like.items()},
                 "ia3": L * (H + kvd + FF) + qwen_head,  # peft's qwen2 IA3 map: q_proj, v_proj, down_proj
