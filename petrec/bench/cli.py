@@ -38,7 +38,7 @@ def _bench(args: argparse.Namespace) -> int:
             if select(spec):
                 print(spec.run_id)
         return 0
-    command = "petrec bench " + shlex.join(sys.argv[2:]) if sys.argv[1:2] == ["bench"] else None
+    command = ("petrec bench " + shlex.join(sys.argv[2:])).strip() if sys.argv[1:2] == ["bench"] else None
     try:
         records = run_suite(suite, results, force=args.force, retry_failed=args.retry_failed, select=select,
                             command_line=command or f"petrec bench --suite {args.suite or 'quick'}")

@@ -102,20 +102,42 @@ def _k_sort(label: str) -> float:
     return math.inf if label == "full" else float(label)
 
 
+def fmt_count(x: Any) -> str:
+    """``74.1K`` / ``22.6M`` / ``1.2B`` or ``—``."""
+    v = _num(x)
+    if math.isnan(v):
+        return MISSING
+    for unit, scale in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(v) >= scale:
+            return f"{v / scale:.1f}{unit}"
+    return f"{v:.0f}"
+
+
 def table_rows(part: pd.DataFrame, style: str = "md") -> tuple[list[str], list[list[str]]]:
-    """Headers and formatted rows of one (table, variant, k) block of the summary."""
+    """Headers and formatted rows of one (table, variant, k) block of the summary.
+
+    The metric column is left out when the table has no task metric (E1 model shapes).
+    """
     metric = part["metric"].iloc[0] if len(part) else None
+    metric = metric if isinstance(metric, str) and metric else None
     arrow = "" if not metric else (" ↓" if lower_is_better(metric) else " ↑")
     source = next((s for s in part["memory_source"] if s), "")
-    headers = ["method", "trainable %", f"test {metric}{arrow} mean ± std [95% CI]" if metric else "test metric",
-               f"peak mem MB{' (' + _short_source(source) + ')' if source else ''}", "mem ÷ full",
-               "train samples/s", "speed ÷ full", "infer samples/s", "adapter size"]
+    headers = ["method", "trainable params", "trainable %"]
+    if metric:
+        headers.append(f"test {metric}{arrow} mean ± std [95% CI]")
+    headers += [f"peak mem MB{' (' + _short_source(source) + ')' if source else ''}", "mem ÷ full",
+                "train samples/s", "speed ÷ full", "infer samples/s", "adapter size"]
     rows = []
     for _, r in part.iterrows():
         name = r["method"] if r["kind"] != "baseline" else f"{r['method']} (baseline)"
-        rows.append([name, fmt(r["trainable_percent"], 4), fmt_metric(r), fmt(r["memory_mb"]),
-                     fmt_ratio(r["memory_ratio"]), fmt(r["train_sps"]), fmt_ratio(r["train_sps_ratio"]),
-                     fmt(r["infer_sps"]), fmt_bytes(r["adapter_bytes"])])
+        row = [name, fmt_count(r["trainable_params"]), fmt(r["trainable_percent"], 4)]
+        if metric:
+            row.append(fmt_metric(r))
+        elif int(r.get("n_ok", 0)) < int(r.get("n_runs", 0)):
+            row[0] += f" ({int(r['n_runs']) - int(r['n_ok'])}/{int(r['n_runs'])} failed)"
+        row += [fmt(r["memory_mb"]), fmt_ratio(r["memory_ratio"]), fmt(r["train_sps"]),
+                fmt_ratio(r["train_sps_ratio"]), fmt(r["infer_sps"]), fmt_bytes(r["adapter_bytes"])]
+        rows.append(row)
     return headers, rows
 
 
@@ -208,8 +230,8 @@ def render(summary: pd.DataFrame, runs: pd.DataFrame, meta: dict[str, Any], styl
                 headers, rows = table_rows(part, style)
                 for label, values in refs.items():
                     if k in values:
-                        rows.append([f"{label} (published, not run here)", MISSING, f"{values[k]:.4f}",
-                                     *[MISSING] * (len(headers) - 3)])
+                        rows.append([f"{label} (published, not run here)", MISSING, MISSING, f"{values[k]:.4f}",
+                                     *[MISSING] * (len(headers) - 4)])
                 out += [format_table(headers, rows, style), ""]
         for name in plots.get(str(table), []):
             out += [f"![{Path(name).stem}]({name})" if style == "md" else f"plot: {name}", ""]

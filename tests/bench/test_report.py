@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from petrec.bench.plots import pareto_front
-from petrec.bench.report import build_report, fmt, fmt_bytes, fmt_ratio
+from petrec.bench.report import build_report, fmt, fmt_bytes, fmt_count, fmt_ratio
 from petrec.bench.runner import BenchError, run_suite
 from petrec.bench.system import write_json_atomic
 from tests.bench.test_aggregate import record
@@ -32,7 +32,7 @@ def test_report_of_fake_suite_lists_failures_and_has_every_method(fake_suite, tm
     assert "usable cores" in md and "git commit:" in md
     assert "## E: fake experiment" in md
     assert "| full |" in md and "| lora |" in md
-    assert "| head | — | — (2/2 failed) |" in md
+    assert "| head | — | — | — (2/2 failed) |" in md
     assert "## Failed runs" in md and "`E__default__head__kfull__s1`: exit code 3" in md
     assert "RuntimeError: fake failure of head" in md
     # full: auc 0.71, 0.72 → mean 0.715; lora: 0.69, 0.70
@@ -60,7 +60,7 @@ def test_report_renders_with_missing_values(tmp_path: Path) -> None:
     _write(tmp_path, recs)
     path, text = build_report(tmp_path)
     md = path.read_text()
-    assert "| lora | — | — (n=0) |" not in md  # no metric at all → the metric column says so
+    assert "test auc" not in md  # no metric at all → no metric column
     assert "| lora | — | — | — | — | — | — | — | — |" in md
     assert "No runs" not in md
     assert not list((tmp_path / "plots").glob("*.png"))  # nothing to draw: no empty plots
@@ -94,8 +94,9 @@ def test_references_goals_and_baselines_appear(tmp_path: Path) -> None:
     assert "goal 'LoRA mem' (P1 default k=256): measured 0.250, met" in md
     assert "goal 'LoRA speed' (P1 default k=256): measured 1.400, NOT met" in md
     assert "goal 'QLoRA mem' (P1 default k=256): not checked" in md
-    assert "| TALLRec (published, not run here) | — | 0.7198 |" in md
-    assert "| history-share (baseline) | 0.0000 | 0.7260 (n=1) |" in md
+    assert "| TALLRec (published, not run here) | — | — | 0.7198 |" in md
+    assert "| history-share (baseline) | 0 | 0.0000 | 0.7260 (n=1) |" in md
+    assert "| lora | 10 | 1.0000 | 0.7150 ± 0.0071" in md
     assert md.index("history-share (baseline)") < md.index("| full |")  # baselines first
     assert "lora − full = +0.0000 (within 1 point)" in md
     assert "does NOT beat the best statistics baseline" in md
@@ -105,6 +106,7 @@ def test_formatters_and_pareto_front() -> None:
     assert fmt(None) == "—" and fmt(float("nan")) == "—" and fmt(0.12345) == "0.123" and fmt(1234.5) == "1,234"
     assert fmt_bytes(2_500_000) == "2.5 MB" and fmt_bytes(None) == "—" and fmt_bytes(12) == "12 B"
     assert fmt_ratio(0.4) == "0.40×" and fmt_ratio(None) == "—"
+    assert fmt_count(74_113) == "74.1K" and fmt_count(22_639_874) == "22.6M" and fmt_count(33) == "33"
     pts = [(100, 0.70, "a"), (200, 0.72, "b"), (300, 0.71, "c"), (50, 0.60, "d"), (100, 0.65, "e")]
     assert pareto_front(pts, lower_better=False) == [(50, 0.60, "d"), (100, 0.70, "a"), (200, 0.72, "b")]
     assert pareto_front([(1, 0.5, "x"), (2, 0.4, "y")], lower_better=True) == [(1, 0.5, "x"), (2, 0.4, "y")]
