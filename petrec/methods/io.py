@@ -102,6 +102,8 @@ def save_adapter(model: nn.Module, out_dir: str | os.PathLike[str], adapter_name
         cfg["base_model_name_or_path"] = getattr(getattr(model, "config", None), "name_or_path", None)
         cfg = {k: sorted(v) if isinstance(v, set) else v for k, v in cfg.items()}
         _write_atomic(folder, PEFT_CONFIG_FILE, lambda p: Path(p).write_text(json.dumps(cfg, indent=2, default=str)))
+    else:  # a peft config left from an earlier save would describe other tensors
+        (folder / PEFT_CONFIG_FILE).unlink(missing_ok=True)
     _write_atomic(folder, META_FILE, lambda p: Path(p).write_text(json.dumps(meta, indent=2)))
     return folder
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -225,3 +226,24 @@ def test_every_method_trains_on_a_4bit_base(method: str, tmp_path) -> None:
     expected = _out(model, fam.name)
     petrec.save_adapter(model, tmp_path)
     torch.testing.assert_close(_out(petrec.load_adapter(fam.fresh(), tmp_path), fam.name), expected, atol=0, rtol=0)
+
+
+def test_failed_save_leaves_previous_adapter_intact(tmp_path, monkeypatch) -> None:
+    import safetensors.torch
+
+    fam = FAMILIES_BY_NAME["bert_cls"]
+    folder = _saved(tmp_path, method="lora")
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    model = petrec.attach(fam.fresh(), "adapter", reduction_factor=4)
+
+    def boom(tensors, path, metadata=None):
+        Path(path).write_bytes(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", boom)
+    with pytest.raises(OSError, match="disk full"):
+        petrec.save_adapter(model, folder)
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    monkeypatch.undo()
+    petrec.save_adapter(model, folder)  # a method switch also drops the stale peft config
+    assert sorted(p.name for p in folder.iterdir()) == ["adapter_model.safetensors", "petrec_adapter.json"]
