@@ -175,7 +175,12 @@ def render(summary: pd.DataFrame, runs: pd.DataFrame, meta: dict[str, Any], styl
     if suite.get("description"):
         out += [str(suite["description"]).strip(), ""]
     mach = meta.get("machine")
-    out += [f"- command: `{meta.get('command', MISSING)}`",
+    invocations = meta.get("invocations") or []
+    if len(invocations) > 1:
+        out.append(f"- commands ({len(invocations)} invocations on this folder; finished runs were skipped):")
+        out += [f"  - `{i.get('command')}` ({i.get('started_at')} → {i.get('finished_at') or 'interrupted'}, "
+                f"{i.get('runs_selected', '?')} runs selected)" for i in invocations]
+    out += [f"- command: `{meta.get('command', MISSING)}`" + (" (latest)" if len(invocations) > 1 else ""),
             f"- machine: {describe_machine(mach) if mach else MISSING}",
             f"- git commit: {(meta.get('git') or {}).get('commit') or MISSING}"
             f"{' (with uncommitted changes)' if (meta.get('git') or {}).get('dirty') else ''}",

@@ -254,6 +254,14 @@ def _previous(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) and "run_info" in data else None
 
 
+def _previous_meta(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def _summary(record: dict[str, Any]) -> str:
     info, tinfo = record["run_info"], record.get("train_info") or {}
     if info.get("status") != "ok":
@@ -303,9 +311,12 @@ def run_suite(
     specs = [s for s in expand(suite) if select is None or select(s)]
     env_info = {"versions": versions(), "git": git_state(), "machine": machine()}
     meta_path = results / "bench_meta.json"
-    meta = {"command": command_line or f"petrec bench --suite {suite.name}", "suite": suite.name,
-            "started_at": now(), "finished_at": None, "machine": env_info["machine"],
-            "git": env_info["git"], "versions": env_info["versions"]}
+    command = command_line or f"petrec bench --suite {suite.name}"
+    previous = _previous_meta(meta_path)
+    invocation = {"command": command, "started_at": now(), "finished_at": None, "runs_selected": len(specs)}
+    meta = {"command": command, "suite": suite.name, "started_at": invocation["started_at"], "finished_at": None,
+            "machine": env_info["machine"], "git": env_info["git"], "versions": env_info["versions"],
+            "invocations": [*previous.get("invocations", []), invocation]}
     write_json_atomic(meta_path, meta)
     records: list[dict[str, Any]] = []
     width = len(str(len(specs)))
@@ -326,7 +337,7 @@ def run_suite(
         write_json_atomic(path, record)
         progress(f"{tag}: {_summary(record)}")
         records.append(record)
-    meta["finished_at"] = now()
+    meta["finished_at"] = invocation["finished_at"] = now()
     write_json_atomic(meta_path, meta)
     return records
 

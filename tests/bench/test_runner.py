@@ -63,8 +63,11 @@ def test_resume_skips_finished_runs_and_force_reruns(fake_suite: SuiteConfig, tm
     assert json.dumps(again, sort_keys=True) == json.dumps(first, sort_keys=True)
     run_suite(fake_suite, res, retry_failed=True, progress=lambda s: None)
     assert calls(tmp_path)[6:] == ["head 1", "head 2"]
-    run_suite(fake_suite, res, force=True, progress=lambda s: None)
+    run_suite(fake_suite, res, force=True, progress=lambda s: None, command_line="petrec bench --force")
     assert len(calls(tmp_path)) == 6 + 2 + 6
+    meta = json.loads((res / "bench_meta.json").read_text())
+    assert [i["command"] for i in meta["invocations"]] == ["petrec bench --suite fake"] * 3 + ["petrec bench --force"]
+    assert all(i["finished_at"] for i in meta["invocations"]) and meta["command"] == "petrec bench --force"
 
 
 def test_interrupted_run_is_redone_and_changed_config_reruns(fake_suite: SuiteConfig, tmp_path: Path) -> None:
