@@ -269,3 +269,29 @@ def test_backbone_dropout_override(
         PetrecModelError, match=r"model.backbone_dropout: expected null or a value in \[0, 1\)"
     ):
         ModelConfig(backbone_dropout=1.5)
+
+
+@pytest.mark.parametrize("task", ["ctr", "rating", "next_item"])
+def test_lora_model_overfits_one_batch(task: str, tiny_dirs: dict[str, Path]) -> None:
+    torch.manual_seed(0)
+    cfg = ModelConfig(
+        backbone=str(tiny_dirs["bert"]), task=task, method="lora", dropout=0.0, temperature=0.1
+    )
+    model = build_model(cfg).train()
+    ids, mask = batch([[11, 12, 13], [21, 22], [31, 32, 33, 34], [41]])
+    if task == "next_item":
+        items = batch([[60], [61, 62], [63], [64, 65]])
+        kwargs = {"item_input_ids": items[0], "item_attention_mask": items[1]}
+    else:
+        kwargs = {
+            "labels": torch.tensor([1.0, 0.0, 1.0, 0.0] if task == "ctr" else [5.0, 1.0, 4.0, 2.0])
+        }
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=3e-2)
+    losses = []
+    for _ in range(25):
+        loss = model(ids, mask, **kwargs).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.2 * losses[0], losses[:: len(losses) // 5]
