@@ -29,7 +29,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from safetensors.torch import load_file
 
@@ -54,7 +53,7 @@ ADAPTER_TARGETS = r"blocks\.\d+\.(attn\.out|ffn\.3)"
 def run_config(args: argparse.Namespace, users: str, out: Path, epochs: int, lr: float) -> SeqRunConfig:
     """The shared model shape and evaluation; only users, epochs and learning rate vary."""
     model = SeqModelConfig(name="sasrec", hidden=args.hidden, max_len=args.max_len, blocks=2, heads=1, dropout=0.2)
-    train = TrainConfig(output_dir=str(out), epochs=epochs, batch_size=128, eval_batch_size=256, lr=lr,
+    train = TrainConfig(output_dir=str(out), epochs=epochs, batch_size=args.batch_size, eval_batch_size=256, lr=lr,
                         warmup_ratio=0.02, weight_decay=0.0, progress=False, trackers=[], log_every_steps=6,
                         eval_every_steps=args.eval_every)
     return SeqRunConfig(data=SeqDataConfig(dataset="ml-1m", users=users), model=model, train=train,
@@ -66,10 +65,11 @@ def main() -> None:
     parser.add_argument("--out", default="benchmarks/results/seq-transfer")
     parser.add_argument("--work", default="/tmp/petrec_runs/transfer")
     parser.add_argument("--hidden", type=int, default=64)
-    parser.add_argument("--max-len", type=int, default=50)
-    parser.add_argument("--pretrain-epochs", type=int, default=4)
-    parser.add_argument("--target-epochs", type=int, default=3)
-    parser.add_argument("--eval-every", type=int, default=24)
+    parser.add_argument("--max-len", type=int, default=20)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--pretrain-epochs", type=int, default=8)
+    parser.add_argument("--target-epochs", type=int, default=4)
+    parser.add_argument("--eval-every", type=int, default=190)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--methods", default="zero-shot,scratch,full,lora,adapter")
     args = parser.parse_args()
@@ -79,7 +79,7 @@ def main() -> None:
     command = "python " + shlex.join(sys.argv)
 
     # 1. Pre-train on the even users (once; reused when the weights exist).
-    pre_cfg = run_config(args, "even", work / "pretrain", args.pretrain_epochs, 0.002)
+    pre_cfg = run_config(args, "even", work / "pretrain", args.pretrain_epochs, 0.001)
     source = load_sequences(pre_cfg.data)
     weights = work / "pretrain" / "model.safetensors"
     if not weights.is_file():
@@ -95,7 +95,7 @@ def main() -> None:
     target_cfg = run_config(args, "odd", work / "target", args.target_epochs, 0.002)
     target = load_sequences(target_cfg.data)
     assert not set(source.user_ids.tolist()) & set(target.user_ids.tolist())
-    lrs = {"scratch": 0.002, "full": 0.001, "lora": 0.005, "adapter": 0.005}
+    lrs = {"scratch": 0.001, "full": 0.0005, "lora": 0.003, "adapter": 0.003}
     for method in args.methods.split(","):
         torch.manual_seed(0)
         epochs = 1 if method == "zero-shot" else args.target_epochs
@@ -140,7 +140,8 @@ def write_report(out: Path, command: str, args: argparse.Namespace) -> None:
         "",
         f"Machine: {machine()} (shared with other jobs; times are wall-clock under contention).",
         "",
-        f"Model: SASRec, CE over all 3,416 items, hidden {args.hidden}, max_len {args.max_len}, 2 blocks, 1 head. "
+        f"Model: SASRec, CE over all 3,416 items, hidden {args.hidden}, max_len {args.max_len}, 2 blocks, 1 head, "
+        f"batch {args.batch_size}. "
         f"Pre-training: {args.pretrain_epochs} epochs on "
         f"{pre.get('n_users', '?')} even users (test NDCG@10 on them "
         f"{pre.get('test', {}).get('ndcg@10', float('nan')):.4f}). Target: odd users, {args.target_epochs} epochs, "
