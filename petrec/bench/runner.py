@@ -94,8 +94,7 @@ def run_process(argv: list[str], log_path: Path, timeout_s: float, env: dict[str
     log_path.parent.mkdir(parents=True, exist_ok=True)
     tick = time.perf_counter()
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO_ROOT,
-                                start_new_session=True)
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         timed_out, peak = False, None
         try:
             if hasattr(os, "wait4"):
