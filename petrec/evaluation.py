@@ -55,8 +55,7 @@ def predict_scores(model: nn.Module, loader: Any, accelerator: Accelerator) -> t
 def evaluate_ctr(model: nn.Module, loader: Any, accelerator: Accelerator) -> dict[str, float]:
     """AUC (first: the default selection metric), log loss, accuracy and F1 of click/like logits."""
     logits, labels = predict_scores(model, loader, accelerator)
-    probs = 1.0 / (1.0 + np.exp(-logits))
-    return {**M.compute_ctr(labels.astype(np.int64), probs), "n_examples": float(len(labels))}
+    return {**M.compute_ctr(labels.astype(np.int64), logits, from_logits=True), "n_examples": float(len(labels))}
 
 
 def evaluate_rating(model: nn.Module, loader: Any, accelerator: Accelerator) -> dict[str, float]:

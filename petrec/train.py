@@ -326,7 +326,9 @@ def train(
         logger.log(state["global_step"], {f"valid/{k}": v for k, v in metrics.items()})
         best = state["best_metric"]
         sign = 1.0 if higher_is_better(metric_name) else -1.0
-        if best is None or (not math.isnan(value) and sign * (value - best) > 0):
+        # nan (e.g. AUC of a single-class split) never counts as an improvement.
+        improved = not math.isnan(value) and (best is None or math.isnan(best) or sign * (value - best) > 0)
+        if best is None or improved:
             state.update(best_metric=value, best_step=state["global_step"], bad_evals=0)
             best_state = _trainable_state(accelerator.unwrap_model(model))
             if accelerator.is_main_process:

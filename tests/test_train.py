@@ -177,3 +177,18 @@ def test_optimizer_groups_split_head_and_decay() -> None:
 def test_train_config_rejects_bad_values(field: str, value: object) -> None:
     with pytest.raises(ValueError, match=field):
         TrainConfig(**{field: value})
+
+
+def test_nan_validation_metric_is_never_an_improvement(tmp_path: Path) -> None:
+    values = iter([float("nan"), 0.6, float("nan"), 0.5])
+
+    def metric(model, loader, accelerator):
+        return {"auc": next(values)}
+
+    cfg = TrainConfig(output_dir=str(tmp_path), epochs=20, eval_every_steps=2, early_stopping_patience=2,
+                      progress=False, trackers=[], mixed_precision="no")
+    model = Toy()
+    train_loader, valid_loader = _loaders()
+    result = train(model, train_loader, valid_loader, cfg, evaluate_fn=metric, accelerator=_fresh_accelerator(cfg))
+    assert result.best_metric == 0.6 and result.best_step == 4
+    assert result.stopped_early and result.global_step == 8

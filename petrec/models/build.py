@@ -119,8 +119,20 @@ def load_backbone(cfg: ModelConfig) -> tuple[nn.Module, bool]:
     decoder = is_decoder_config(config)
     if cfg.backbone_dropout is not None:
         set_backbone_dropout(config, cfg.backbone_dropout)
+    quantize = "nf4" if cfg.method == "qlora" else cfg.quantize
     try:
-        backbone = AutoModel.from_pretrained(path, config=config, dtype=_DTYPES[cfg.dtype])
+        if quantize is not None and torch.cuda.is_available():
+            # CUDA: bitsandbytes' own quantization_config path (never materialises the fp32
+            # model on the GPU). Each process loads onto its own device, so QLoRA works
+            # under DDP. On CPU, petrec.attach quantizes the fp32 model instead.
+            from accelerate import PartialState
+
+            from petrec.methods import load_quantized
+
+            backbone = load_quantized(path, quantize, device_map={"": PartialState().local_process_index},
+                                      config=config)
+        else:
+            backbone = AutoModel.from_pretrained(path, config=config, dtype=_DTYPES[cfg.dtype])
     except (OSError, ValueError) as exc:
         raise _load_error(cfg, path, exc) from exc
     if isinstance(getattr(backbone, "pooler", None), nn.Module):
