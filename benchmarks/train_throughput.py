@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,6 +26,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from transformers import Trainer, TrainingArguments, get_scheduler
 
+from petrec.bench.system import describe_machine, git_state, machine
 from petrec.models import ModelConfig, build_model
 from petrec.train import TrainConfig, make_accelerator, train
 
@@ -129,9 +128,7 @@ def main() -> None:
         "",
         f"Command: `python benchmarks/train_throughput.py --steps {args.steps} --batch-size {args.batch_size} "
         f"--seq-len {args.seq_len} --repeats {args.repeats}`",
-        f"Machine: {_cpu()}, {os.cpu_count()} cores, torch {torch.__version__}"
-        f"{', ' + torch.cuda.get_device_name() if torch.cuda.is_available() else ' (CPU)'}; "
-        f"git {_git()}",
+        f"Machine: {describe_machine(machine())}; torch {torch.__version__}; git {git_state().get('commit')}",
         "",
         "| loop | median samples/s | runs | petrec ÷ this |",
         "|---|---|---|---|",
@@ -144,24 +141,6 @@ def main() -> None:
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(text, encoding="utf-8")
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
-def _git() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 if __name__ == "__main__":
