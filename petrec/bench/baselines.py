@@ -163,7 +163,8 @@ def run_baseline(name: str, config: dict[str, Any]) -> dict[str, Any]:
     for split in ("valid", "test"):
         out[split] = compute_ctr(_labels(splits[split]), score(features(splits[split], stats)))
     out["valid_best"] = {"metric": "auc", "value": out["valid"].get("auc"), "step": 0}
-    out.update(trainable_params=n_params, total_params=n_params, trainable_percent=100.0 if n_params else 0.0,
+    # A share of "total" parameters means nothing for a statistics scorer: left empty on purpose.
+    out.update(trainable_params=n_params, total_params=None, trainable_percent=None,
                steps=0, labels=[f"baseline: {BASELINE_DESCRIPTIONS[name]}"],
                train_examples=len(splits["train"]), item_stat_examples=len(block))
     return out

@@ -95,7 +95,7 @@ def test_references_goals_and_baselines_appear(tmp_path: Path) -> None:
     assert "goal 'LoRA speed' (P1 default k=256): measured 1.400, NOT met" in md
     assert "goal 'QLoRA mem' (P1 default k=256): not checked" in md
     assert "| TALLRec (published, not run here) | — | — | 0.7198 |" in md
-    assert "| history-share (baseline) | 0 | 0.0000 | 0.7260 (n=1) |" in md
+    assert "| history-share (baseline) | 0 | 0.0000 | 0.7260 (n=1) |" in md  # hand-made record: percent 0
     assert "| lora | 10 | 1.0000 | 0.7150 ± 0.0071" in md
     assert md.index("history-share (baseline)") < md.index("| full |")  # baselines first
     assert "lora − full = +0.0000 (within 1 point)" in md
