@@ -97,14 +97,27 @@ class SeqModelConfig:
     """text: local encoder folder; None → MiniLM-L6 (petrec.paths.minilm_path)."""
     text_cache_dir: str = "/tmp/petrec_text_cache"
     """text: where the frozen item-text embeddings are cached."""
+    init_from: str = ""
+    """Start from these weights (a run's ``model.safetensors``); "" = random initialisation."""
+    method: str = "full"
+    """full (train everything), lora or adapter (``petrec.attach`` on the transformer blocks; the
+    text adaptor stays trainable as the head)."""
+    lora_r: int = 8
+    """lora: rank."""
+    adapter_reduction: int = 4
+    """adapter: bottleneck width = hidden // adapter_reduction."""
 
     def __post_init__(self) -> None:
         if self.name not in MODELS:
             raise ValueError(f"model.name={self.name!r}; accepted: {', '.join(MODELS)}")
         if self.cell not in ("gru", "lstm"):
             raise ValueError(f"model.cell={self.cell!r}; accepted: gru, lstm")
-        if min(self.hidden, self.max_len, self.window, self.layers) < 1:
-            raise ValueError("model.hidden, max_len, window and layers must be ≥ 1")
+        if min(self.hidden, self.max_len, self.window, self.layers, self.lora_r, self.adapter_reduction) < 1:
+            raise ValueError("model.hidden, max_len, window, layers, lora_r and adapter_reduction must be ≥ 1")
+        if self.method not in ("full", "lora", "adapter"):
+            raise ValueError(f"model.method={self.method!r}; accepted: full, lora, adapter")
+        if self.method != "full" and self.name not in ("sasrec", "text"):
+            raise ValueError(f"model.method={self.method!r} needs a transformer model (sasrec or text)")
 
 
 @dataclass
@@ -169,6 +182,33 @@ def build_model(cfg: SeqModelConfig, n_users: int, n_items: int,
     if text_embeddings is None:
         raise ValueError("model.name='text' needs the item-text embeddings")
     return SASRec(n_items, sas, TextItemEmbedding(text_embeddings, cfg.hidden, cfg.id_embeddings, cfg.dropout))
+
+
+LORA_TARGETS = r"blocks\.\d+\.(attn\.(q|k|v|out)|ffn\.(0|3))"
+ADAPTER_TARGETS = r"blocks\.\d+\.(attn\.out|ffn\.3)"
+
+
+def init_and_adapt(model: nn.Module, cfg: SeqModelConfig) -> nn.Module:
+    """Load ``cfg.init_from`` (every key must match in name and shape), then attach ``cfg.method``."""
+    if cfg.init_from:
+        from safetensors.torch import load_file
+
+        state = load_file(cfg.init_from)
+        own = model.state_dict()
+        bad = [k for k, v in state.items() if k not in own or own[k].shape != v.shape]
+        missing = [k for k in own if k not in state]
+        if bad or missing:
+            raise ValueError(f"model.init_from={cfg.init_from}: mismatched keys {bad[:5]}, missing {missing[:5]}")
+        model.load_state_dict(state)
+    if cfg.method != "full":
+        import petrec
+
+        head = "items" if cfg.name == "text" else None
+        if cfg.method == "lora":
+            petrec.attach(model, "lora", targets=LORA_TARGETS, head=head, r=cfg.lora_r, alpha=2 * cfg.lora_r)
+        else:
+            petrec.attach(model, "adapter", targets=ADAPTER_TARGETS, head=head, reduction_factor=cfg.adapter_reduction)
+    return model
 
 
 def train_dataset(cfg: SeqModelConfig, data: D.SeqData) -> Dataset:
@@ -256,7 +296,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if cfg.model.name == "text":
         text = encode_item_texts(item_texts(cfg.data, data), cfg.model.text_model, cache_dir=cfg.model.text_cache_dir)
     torch.manual_seed(cfg.train.seed)
-    model = build_model(cfg.model, data.n_users, data.n_items, text)
+    model = init_and_adapt(build_model(cfg.model, data.n_users, data.n_items, text), cfg.model)
     metrics = fit(cfg, model, data)
     metrics["config"] = to_dict(cfg)
     save_weights(model, out / "model.safetensors")
