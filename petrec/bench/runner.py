@@ -41,10 +41,11 @@ from petrec.bench.system import (
 )
 from petrec.config import read_yaml
 
-#: THE one place that says how a run is started (``{python}``, ``{repo}`` are substituted).
-#: A suite's ``command`` replaces the entry for its kind.
+#: THE one place that says how a run is started. ``{python}`` = this interpreter, ``{recipe}`` =
+#: ``recipes/finetune.py`` as ``petrec train`` finds it ($PETREC_RECIPES or the checkout).
+#: A suite's ``command`` replaces the entry for its kind (``{repo}`` = the checkout root).
 DEFAULT_COMMANDS: dict[str, list[str]] = {
-    "finetune": ["{python}", "{repo}/recipes/finetune.py"],
+    "finetune": ["{python}", "{recipe}"],
     "efficiency": ["{python}", "-m", "petrec.bench.efficiency"],
 }
 #: Flag that names the run's output folder, per kind.
@@ -73,15 +74,26 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def _recipe() -> str:
+    from petrec.train_cli import recipe_path
+
+    try:
+        return str(recipe_path())
+    except FileNotFoundError as exc:
+        raise BenchError(f"{exc}; or give the suite a 'command'") from None
+
+
 def build_command(suite: SuiteConfig, spec: RunSpec, config_path: Path, out_dir: Path) -> list[str]:
-    """The argv of one run: command prefix + ``--config <run_config.yaml>`` + output folder flag."""
+    """The argv of one run: command prefix + ``--config <run_config.yaml>`` + output folder flag.
+
+    Raises:
+        BenchError: The fine-tuning recipe cannot be found.
+    """
     prefix = suite.command or DEFAULT_COMMANDS[spec.kind]
-    argv = [p.replace("{python}", sys.executable).replace("{repo}", str(REPO_ROOT)) for p in prefix]
-    if spec.kind == "finetune" and suite.command is None and not Path(argv[1]).is_file():
-        raise BenchError(
-            f"the fine-tuning recipe {argv[1]} is missing: run petrec bench from a source checkout "
-            "or give the suite a 'command'"
-        )
+    argv = []
+    for part in prefix:
+        part = part.replace("{python}", sys.executable).replace("{repo}", str(REPO_ROOT))
+        argv.append(part.replace("{recipe}", _recipe()) if "{recipe}" in part else part)
     return [*argv, "--config", str(config_path), OUTPUT_FLAGS[spec.kind], str(out_dir)]
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from petrec.bench.runner import load_records, run_suite
 from petrec.bench.suite import SuiteConfig
 from petrec.config import from_dict
@@ -93,3 +95,20 @@ def test_timeout_and_missing_metrics_are_failures(tmp_path: Path) -> None:
     assert records["E__default__full__kfull__s1"]["train_info"]["wall_seconds"] < 15
     silent = records["E__default__lora__kfull__s1"]["run_info"]
     assert silent["status"] == "failed" and "metrics.json is missing" in silent["error"]
+
+
+def test_default_commands_locate_the_recipe_and_the_efficiency_module(tmp_path: Path, monkeypatch) -> None:
+    import sys
+
+    from petrec.bench.runner import BenchError, build_command
+    from petrec.bench.suite import expand
+
+    suite = from_dict(SuiteConfig, fake_suite_dict(tmp_path))
+    suite.command = None
+    spec = expand(suite)[0]
+    argv = build_command(suite, spec, tmp_path / "c.yaml", tmp_path / "out")
+    assert argv[0] == sys.executable and argv[1].endswith("recipes/finetune.py") and Path(argv[1]).is_file()
+    assert argv[2:] == ["--config", str(tmp_path / "c.yaml"), "--train.output_dir", str(tmp_path / "out")]
+    monkeypatch.setenv("PETREC_RECIPES", str(tmp_path / "nowhere"))
+    with pytest.raises(BenchError, match=r"recipe finetune\.py not found"):
+        build_command(suite, spec, tmp_path / "c.yaml", tmp_path / "out")
