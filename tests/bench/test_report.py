@@ -110,3 +110,27 @@ def test_formatters_and_pareto_front() -> None:
     pts = [(100, 0.70, "a"), (200, 0.72, "b"), (300, 0.71, "c"), (50, 0.60, "d"), (100, 0.65, "e")]
     assert pareto_front(pts, lower_better=False) == [(50, 0.60, "d"), (100, 0.70, "a"), (200, 0.72, "b")]
     assert pareto_front([(1, 0.5, "x"), (2, 0.4, "y")], lower_better=True) == [(1, 0.5, "x"), (2, 0.4, "y")]
+
+
+def test_efficiency_report_without_metric_has_memory_plot_and_goals(tmp_path: Path) -> None:
+    recs = []
+    for variant, scale in (("bert-base", 1.0), ("bert-large", 3.0)):
+        for method, mem, sps in (("full", 1000.0, 10.0), ("lora", 300.0, 14.0), ("qlora", 200.0, 8.0)):
+            rec = record(method, 1, None, k=None, mem=None, sps=sps, table="E1")
+            rec["run_info"]["variant"] = variant
+            rec["run_info"]["run_id"] = f"E1__{variant}__{method}__kfull__s1"
+            rec["train_info"]["peak_memory"] = {"train_rss_delta_mb": mem * scale, "process_peak_rss_mb": 5000.0}
+            rec["train_info"]["labels"] = [f"{variant} shape with RANDOM weights: memory and speed only"]
+            recs.append(rec)
+    suite = {"name": "efficiency", "methods": {"full": {}, "lora": {}, "qlora": {}}, "experiments": [{
+        "name": "E1", "metric": None, "goals": [
+            {"method": "qlora", "quantity": "memory_ratio", "op": "<=", "value": 0.25, "variant": "bert-large",
+             "label": "QLoRA mem"}]}]}
+    _write(tmp_path, recs, suite)
+    md = build_report(tmp_path)[0].read_text()
+    assert "goal 'QLoRA mem' (E1 bert-large): measured 0.200, met" in md
+    assert md.count("goal 'QLoRA mem'") == 1  # only the variant it names
+    assert "peak mem MB (CPU RSS growth)" in md and "test " not in md.split("## E1")[1]
+    assert "| lora | 10 | 1.0000 | 900 | 0.30× | 14.0 | 1.40× |" in md
+    assert "Labels: bert-large shape with RANDOM weights: memory and speed only" in md
+    assert sorted(p.name for p in (tmp_path / "plots").glob("*.png")) == ["E1__peak_memory.png"]
