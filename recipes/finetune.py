@@ -67,7 +67,11 @@ def parse_args(argv: list[str]) -> tuple[FinetuneConfig, bool]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", help="YAML config (default: the quick-start)")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from OUTPUT_DIR/checkpoint (same as --train.resume true)")
     args, overrides = parser.parse_known_args(argv)
+    if args.resume:
+        overrides = [*overrides, "--train.resume", "true"]
     return load_config(FinetuneConfig, args.config, overrides), args.print_config
 
 

@@ -33,12 +33,12 @@ class Outer:
 
 def test_yaml_and_overrides_fill_nested_fields(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
-    path.write_text("inner:\n  lr: 2\n  targets: [q, v]\nsteps: 5\n")
+    path.write_text("inner:\n  lr: 3e-4\n  targets: [q, v]\nsteps: 5\n")
     cfg = load_config(Outer, path, ["--inner.method", "dora", "--flag=true", "--inner.kwargs", "{r: 4}"])
-    assert cfg.inner.lr == 2.0 and isinstance(cfg.inner.lr, float)
+    assert cfg.inner.lr == 3e-4 and isinstance(cfg.inner.lr, float)  # YAML 1.1 reads 3e-4 as a string
     assert cfg.inner.targets == ["q", "v"] and cfg.inner.method == "dora"
     assert cfg.steps == 5 and cfg.flag is True and cfg.inner.kwargs == {"r": 4}
-    assert to_dict(cfg)["inner"] == {"lr": 2.0, "method": "dora", "targets": ["q", "v"], "kwargs": {"r": 4}}
+    assert to_dict(cfg)["inner"] == {"lr": 3e-4, "method": "dora", "targets": ["q", "v"], "kwargs": {"r": 4}}
 
 
 def test_yaml11_boolean_words_stay_words_where_a_word_is_expected(tmp_path: Path) -> None:
@@ -73,6 +73,7 @@ def test_a_partial_section_keeps_the_parents_default_for_that_section() -> None:
         ("inner:\n  lrr: 1\n", [], r"unknown key 'inner\.lrr' in Inner; accepted keys: kwargs, lr, method, targets"),
         ("steps: many\n", [], r"steps: expected an integer, got 'many'"),
         ("steps: 2.5\n", [], r"steps: expected an integer"),
+        ("inner:\n  lr: 3e-4x\n", [], r"inner\.lr: expected a number, got '3e-4x'"),
         ("", ["--inner.method", "ia4"], r"inner\.method: got 'ia4'; accepted values: 'lora' \| 'dora'"),
         ("", ["--inner.lr", "-1"], r"inner: lr must be > 0"),
         ("flag: yes-please\n", [], r"flag: expected true or false"),

@@ -163,5 +163,6 @@ def test_train_command_help_and_overrides(capsys: pytest.CaptureFixture[str]) ->
         petrec_main(["train", "--help"])
     assert info.value.code == 0
     assert "--config" in capsys.readouterr().out
-    assert petrec_main(["train", "--print-config", "--train.lr", "3e-4"]) == 0
-    assert "lr: 0.0003" in capsys.readouterr().out
+    assert petrec_main(["train", "--print-config", "--train.lr", "3e-4", "--resume"]) == 0
+    printed = capsys.readouterr().out
+    assert "lr: 0.0003" in printed and "resume: true" in printed
