@@ -176,15 +176,19 @@ def render(summary: pd.DataFrame, runs: pd.DataFrame, meta: dict[str, Any], styl
         out += [str(suite["description"]).strip(), ""]
     mach = meta.get("machine")
     invocations = meta.get("invocations") or []
+    git = meta.get("git") or {}
     if len(invocations) > 1:
-        out.append(f"- commands ({len(invocations)} invocations on this folder; finished runs were skipped):")
+        out.append(f"- commands ({len(invocations)} invocations on this folder; each skips runs already "
+                   "finished unless --force / --retry-failed):")
         out += [f"  - `{i.get('command')}` ({i.get('started_at')} → {i.get('finished_at') or 'interrupted'}, "
                 f"{i.get('runs_selected', '?')} runs selected)" for i in invocations]
-    out += [f"- command: `{meta.get('command', MISSING)}`" + (" (latest)" if len(invocations) > 1 else ""),
-            f"- machine: {describe_machine(mach) if mach else MISSING}",
-            f"- git commit: {(meta.get('git') or {}).get('commit') or MISSING}"
-            f"{' (with uncommitted changes)' if (meta.get('git') or {}).get('dirty') else ''}",
-            f"- started {meta.get('started_at', MISSING)}, finished {meta.get('finished_at') or 'not finished'}",
+    else:
+        out += [f"- command: `{meta.get('command', MISSING)}`",
+                f"- started {meta.get('started_at', MISSING)}, finished {meta.get('finished_at') or 'not finished'}"]
+    out += [f"- machine: {describe_machine(mach) if mach else MISSING}",
+            f"- git commit{' of the latest invocation' if len(invocations) > 1 else ''}: "
+            f"{git.get('commit') or MISSING}{' (with uncommitted changes)' if git.get('dirty') else ''}"
+            " (each run's own commit is in its JSON)",
             f"- runs: {len(runs)} ({int((runs['status'] == 'ok').sum()) if len(runs) else 0} ok, "
             f"{int((runs['status'] != 'ok').sum()) if len(runs) else 0} failed)"]
     vers = meta.get("versions") or {}
