@@ -100,8 +100,10 @@ def main() -> None:
         torch.manual_seed(0)
         epochs = 1 if method == "zero-shot" else args.target_epochs
         cfg = run_config(args, "odd", work / method, epochs, lrs.get(method, 0.002))
+        if method == "popularity":  # reference: training-prefix counts of the odd users
+            cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, name="popularity"))
         model = build_model(cfg.model, target.n_users, target.n_items)
-        if method != "scratch":
+        if method not in ("scratch", "popularity"):
             model.load_state_dict(load_file(str(weights)))
         if method == "lora":
             petrec.attach(model, "lora", targets=LORA_TARGETS, r=8, alpha=16)
@@ -115,6 +117,7 @@ def main() -> None:
                        config=dataclasses.asdict(cfg))
         if method == "zero-shot":
             metrics["note"] = "pre-trained weights; one optimizer step at lr 1e-12 (no effective training)"
+            metrics.update(trainable_params=0, trainable_percent=0.0)
         write_json(out / f"{method}.json", metrics)
         print(method, json.dumps(metrics["test"]), flush=True)
     write_report(out, command, args)
@@ -123,7 +126,7 @@ def main() -> None:
 def write_report(out: Path, command: str, args: argparse.Namespace) -> None:
     """REPORT.md from the JSON files in ``out``."""
     rows = []
-    for name in ("zero-shot", "scratch", "full", "lora", "adapter"):
+    for name in ("popularity", "zero-shot", "scratch", "full", "lora", "adapter"):
         path = out / f"{name}.json"
         if not path.is_file():
             continue

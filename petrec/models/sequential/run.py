@@ -95,6 +95,8 @@ class SeqModelConfig:
     """text: add learned item-ID embeddings to the text embeddings (hybrid)."""
     text_model: str | None = None
     """text: local encoder folder; None → MiniLM-L6 (petrec.paths.minilm_path)."""
+    text_max_length: int = 32
+    """text: token budget per item text for the frozen encoder."""
     text_cache_dir: str = "/tmp/petrec_text_cache"
     """text: where the frozen item-text embeddings are cached."""
     init_from: str = ""
@@ -294,7 +296,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     data = load_sequences(cfg.data)
     text = None
     if cfg.model.name == "text":
-        text = encode_item_texts(item_texts(cfg.data, data), cfg.model.text_model, cache_dir=cfg.model.text_cache_dir)
+        text = encode_item_texts(item_texts(cfg.data, data), cfg.model.text_model,
+                                 max_length=cfg.model.text_max_length, cache_dir=cfg.model.text_cache_dir)
     torch.manual_seed(cfg.train.seed)
     model = init_and_adapt(build_model(cfg.model, data.n_users, data.n_items, text), cfg.model)
     metrics = fit(cfg, model, data)

@@ -3,7 +3,7 @@
 ::
 
     python -m petrec.models.sequential.suite --suite benchmarks/suites/ml1m-next-item.yaml \
-        --work /tmp/petrec_runs [--only sasrec-ce,gru4rec]
+        --work /tmp/petrec_runs [--only sasrec-ce,gru4rec] [--train.resume true ...]
     python -m petrec.models.sequential.suite --suite ... --report-only
 
 A suite file has ``name``, ``protocol``, ``base`` (a :class:`~petrec.models.sequential.run.SeqRunConfig`
@@ -51,11 +51,12 @@ def _flat(prefix: str, obj: Any) -> list[str]:
     return [f"--{prefix}", value]
 
 
-def run_one(suite: dict[str, Any], run: dict[str, Any], work: Path, results: Path) -> dict[str, Any]:
-    """Run one entry in a subprocess; returns its metrics with provenance."""
+def run_one(suite: dict[str, Any], run: dict[str, Any], work: Path, results: Path,
+            extra: list[str] | None = None) -> dict[str, Any]:
+    """Run one entry in a subprocess (``extra``: more dotted overrides); returns its metrics."""
     cfg = merge_dicts(suite.get("base", {}), run.get("config", {}))
     cfg = merge_dicts(cfg, {"train": {"output_dir": str(work / suite["name"] / run["name"])}})
-    args = [sys.executable, "-m", "petrec.models.sequential.run", *_flat("", cfg)]
+    args = [sys.executable, "-m", "petrec.models.sequential.run", *_flat("", cfg), *(extra or [])]
     tick = time.perf_counter()
     proc = subprocess.run(args, check=False)
     if proc.returncode:
@@ -94,7 +95,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--results", default=None, help="default: benchmarks/results/<suite name>")
     parser.add_argument("--only", default="", help="comma-separated run names (default: all)")
     parser.add_argument("--report-only", action="store_true", help="only print the table of existing results")
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
     suite = yaml.safe_load(Path(args.suite).read_text(encoding="utf-8"))
     results = Path(args.results or Path("benchmarks/results") / suite["name"])
     results.mkdir(parents=True, exist_ok=True)
@@ -106,7 +107,7 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(f"--only names {sorted(unknown)} are not runs of {args.suite}")
         for run in suite["runs"]:
             if not wanted or run["name"] in wanted:
-                run_one(suite, run, Path(args.work), results)
+                run_one(suite, run, Path(args.work), results, extra)
     print(table(results, ks))
 
 
