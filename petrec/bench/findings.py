@@ -48,7 +48,8 @@ def check_goals(summary: pd.DataFrame, meta: dict[str, Any]) -> list[str]:
                 continue
             for _, c in cells.iterrows():
                 v = _value(_cell(summary, table, c["variant"], c["k_label"]), goal["method"], goal["quantity"])
-                where = f"{table} {c['variant']}" + ("" if c["k_label"] == "full" else f" k={c['k_label']}")
+                single = len(tpart[tpart["variant"] == c["variant"]]["k_label"].unique()) == 1
+                where = f"{table} {c['variant']}" + ("" if c["k_label"] == "full" and single else f" k={c['k_label']}")
                 if math.isnan(v):
                     out.append(f"goal '{label}' ({where}): not checked, the {goal['method']} or full runs "
                                "failed or are missing")
@@ -66,6 +67,7 @@ def compare_methods(summary: pd.DataFrame, meta: dict[str, Any]) -> list[str]:
         for label, values in (exp.get("references") or {}).items():
             refs.setdefault(table, {}).setdefault(label, {}).update({str(k): v for k, v in values.items()})
     out = []
+    several_k = summary.groupby(["table", "variant"])["k_label"].nunique().to_dict()
     for (table, variant, k), part in summary.groupby(["table", "variant", "k_label"], sort=False):
         metric = part["metric"].iloc[0]
         if not metric or part["metric_mean"].isna().all():
@@ -75,7 +77,7 @@ def compare_methods(summary: pd.DataFrame, meta: dict[str, Any]) -> list[str]:
         peft = ok[(ok["kind"] != "baseline") & (ok["method"] != "full")]
         base = ok[ok["kind"] == "baseline"]
         pick = (lambda f: f.loc[f["metric_mean"].idxmin()]) if low else (lambda f: f.loc[f["metric_mean"].idxmax()])
-        where = f"{table} {variant}" + ("" if k == "full" else f" k={k}")
+        where = f"{table} {variant}" + ("" if k == "full" and several_k.get((table, variant), 1) == 1 else f" k={k}")
         parts = []
         if not peft.empty:
             best = pick(peft)

@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from petrec.bench.aggregate import lower_is_better, runs_frame, summarize
+from petrec.bench.aggregate import k_label, lower_is_better, runs_frame, summarize
 from petrec.bench.runner import load_meta, load_records
 from petrec.bench.system import describe_machine, write_text_atomic
 
@@ -205,7 +205,7 @@ def render(summary: pd.DataFrame, runs: pd.DataFrame, meta: dict[str, Any], styl
     for table, tpart in summary.groupby("table", sort=False):
         exps = _experiments_of(meta, str(table))
         title = exps[0].get("title") if exps else table
-        out += [f"{h2}{table}: {title}", ""]
+        out += [f"{h2}{title if str(title).startswith(str(table)) else f'{table}: {title}'}", ""]
         for exp in exps:
             if exp.get("note"):
                 out += [str(exp["note"]).strip(), ""]
@@ -244,6 +244,9 @@ def render(summary: pd.DataFrame, runs: pd.DataFrame, meta: dict[str, Any], styl
                 out += [format_table(headers, rows, style), ""]
         for name in plots.get(str(table), []):
             out += [f"![{Path(name).stem}]({name})" if style == "md" else f"plot: {name}", ""]
+    missing = coverage(runs, meta)
+    if missing:
+        out += [f"{h2}Planned but not run", "", *[f"- {m}" for m in missing], ""]
     failed = runs[runs["status"] != "ok"] if len(runs) else runs
     if len(failed):
         out += [f"{h2}Failed runs", ""]
@@ -261,6 +264,33 @@ def render(summary: pd.DataFrame, runs: pd.DataFrame, meta: dict[str, Any], styl
             "- every run's raw record is in runs/<run_id>.json; runs.csv has one row per run, "
             "summary.csv one row per table cell.", ""]
     return "\n".join(out)
+
+
+def coverage(runs: pd.DataFrame, meta: dict[str, Any]) -> list[str]:
+    """Per experiment: how many of the suite's planned runs have a record, and which cells lack one."""
+    from petrec.bench.suite import SuiteConfig, expand
+    from petrec.config import ConfigError, from_dict
+
+    raw = meta.get("suite_config")
+    if not raw:
+        return []
+    try:
+        planned = expand(from_dict(SuiteConfig, raw))
+    except (ConfigError, ValueError):
+        return ["the stored suite.yaml no longer loads; coverage not computed"]
+    done = set(runs["run_id"]) if len(runs) else set()
+    out = []
+    for exp in dict.fromkeys(r.experiment for r in planned):
+        specs = [r for r in planned if r.experiment == exp]
+        absent = [r for r in specs if r.run_id not in done]
+        if not absent:
+            continue
+        cells: dict[str, list[str]] = {}
+        for r in absent:
+            cells.setdefault(r.method, []).append(f"{r.variant}/k={k_label(r.few_shot_k)}/s{r.seed}")
+        detail = "; ".join(f"{m}: {', '.join(c) if len(c) <= 4 else f'{len(c)} runs'}" for m, c in cells.items())
+        out.append(f"{exp}: {len(specs) - len(absent)} of {len(specs)} planned runs recorded; missing — {detail}")
+    return out
 
 
 def _metrics_by_table(meta: dict[str, Any]) -> dict[str, str | None]:

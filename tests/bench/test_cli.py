@@ -23,6 +23,9 @@ def test_bench_runs_selected_runs_and_writes_report(tmp_path: Path, capsys: pyte
     assert sorted(calls(tmp_path)) == ["full 1", "head 1", "lora 1"]
     assert "report: " in out.out and (res / "REPORT.md").is_file()
     assert "1 of 3 runs failed" in out.err
+    md = (res / "REPORT.md").read_text()
+    assert ("- E: 3 of 6 planned runs recorded; missing — full: default/k=full/s2; head: default/k=full/s2; "
+            "lora: default/k=full/s2") in md
     assert main(["report", str(res), "--no-plots"]) == 0
     assert "E: fake experiment" in capsys.readouterr().out
 

@@ -40,6 +40,7 @@ def test_report_of_fake_suite_lists_failures_and_has_every_method(fake_suite, tm
     assert "best parameter-efficient method lora auc=0.6950" in md
     assert "lora − full = -0.0200 (not within 1 point)" in md
     assert "failed runs: head (2/2)" in md
+    assert "Planned but not run" not in md  # every planned run has a record (failed ones included)
     assert "E: fake experiment" in text and "|" not in text.split("E: fake experiment")[1].splitlines()[2]
     with open(res / "runs.csv") as f:
         rows = list(csv.DictReader(f))
