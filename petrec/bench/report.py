@@ -314,9 +314,14 @@ def build_report(results_dir: str | os.PathLike[str], *, make_plots: bool = True
     summary = summarize(runs, _metrics_by_table(meta)) if len(runs) else pd.DataFrame()
     if not summary.empty:  # rows in report order: baselines, then the suite's method order
         order = _method_order(summary, meta)
+        variants: list[str] = []
+        for exp in (meta.get("suite_config") or {}).get("experiments") or []:
+            variants += [v for v in exp.get("variants") or {} if v not in variants]
         summary = summary.assign(_o=summary["method"].map(lambda m: order.get(m, 999)),
-                                 _k=summary["k_label"].map(_k_sort))
-        summary = summary.sort_values(["table", "variant", "_k", "_o"], kind="stable").drop(columns=["_o", "_k"])
+                                 _k=summary["k_label"].map(_k_sort),
+                                 _v=summary["variant"].map(lambda v: variants.index(v) if v in variants else 999))
+        summary = summary.sort_values(["table", "_v", "variant", "_k", "_o"], kind="stable")
+        summary = summary.drop(columns=["_o", "_k", "_v"])
         summary = summary.reset_index(drop=True)
     plots: dict[str, list[str]] = {}
     if make_plots and not summary.empty:
