@@ -348,7 +348,14 @@ def run_suite(
         write_json_atomic(path, record)
         progress(f"{tag}: {_summary(record)}")
         records.append(record)
-    meta["finished_at"] = invocation["finished_at"] = now()
+    # Re-read: another invocation on the same folder may have started meanwhile; keep its entry.
+    invocation["finished_at"] = now()
+    latest = _previous_meta(meta_path).get("invocations") or []
+    merged = [invocation if (i.get("command"), i.get("started_at")) == (command, invocation["started_at"]) else i
+              for i in latest]
+    if invocation not in merged:
+        merged.append(invocation)
+    meta.update(finished_at=invocation["finished_at"], invocations=merged)
     write_json_atomic(meta_path, meta)
     return records
 
