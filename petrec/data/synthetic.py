@@ -3,7 +3,8 @@
 Users have a latent taste over genres; items belong to one or two genres and carry titles
 built from words typical of their main genre ("Haunted Crypt", "Galactic Starship"), so a
 pretrained text encoder has something to recognise. Exposure is popularity-skewed and
-tilted towards liked genres; ratings are taste + item quality + noise, rounded to 1..5.
+tilted towards liked genres; ratings are personal taste + a population-wide genre effect +
+item quality + noise, rounded to 1..5.
 The same arguments give byte-identical tables.
 """
 
@@ -14,6 +15,9 @@ import pandas as pd
 
 from petrec.data.readers import Tables
 from petrec.data.validate import Source
+
+#: Spread of the population-wide like/dislike of each genre (rating points).
+GENRE_BIAS_STD = 0.8
 
 #: genre → (adjectives, nouns) used in titles of that genre.
 GENRE_WORDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
@@ -79,7 +83,11 @@ def synthetic_world(seed: int = 0, n_users: int = 300, n_items: int = 300, mean_
               for k, w in zip(lengths, exposure, strict=True)]
     users = np.repeat(np.arange(n_users), lengths)
     items = np.concatenate(chosen)
-    latent = 3.1 + 1.6 * np.tanh(pref[users, items]) + quality[items] + rng.normal(0, 0.6, len(items))
+    # Genres most people like or dislike (a main effect a text model can pick up from the
+    # candidate's title alone), on its own random stream so every other draw is unchanged.
+    genre_bias = np.random.default_rng([seed, 1]).normal(0.0, GENRE_BIAS_STD, size=g)
+    latent = (3.1 + 1.6 * np.tanh(pref[users, items]) + (member @ genre_bias)[items] + quality[items]
+              + rng.normal(0, 0.6, len(items)))
     rating = np.clip(np.rint(latent), 1, 5)
     start = rng.integers(0, 180 * 86400, size=n_users)
     gaps = rng.exponential(86400.0, size=len(items)).astype(np.int64) + 1
