@@ -123,3 +123,25 @@ def test_frozen_text_embeddings_are_cached(minilm_dir, tmp_path) -> None:
     (_cache,) = tmp_path.glob("item_text_*.safetensors")
     again = encode_item_texts(texts, minilm_dir, cache_dir=tmp_path)
     assert torch.equal(first, again) and len(list(tmp_path.iterdir())) == 1
+
+
+def test_eval_weights_evaluates_saved_weights_without_training(tmp_path) -> None:
+    from safetensors.torch import save_file
+
+    from petrec.models.sequential.run import SeqRunConfig, fit
+    from petrec.train import TrainConfig
+
+    data = D.cycle_data(n_users=16, n_items=6, length=8)
+    cfg = SeqModelConfig(name="sasrec", hidden=8, max_len=6, dropout=0.0)
+    torch.manual_seed(1)
+    trained = build_model(cfg, data.n_users, data.n_items)
+    path = tmp_path / "w.safetensors"
+    save_file({n: p.detach().clone() for n, p in trained.named_parameters()}, str(path))
+    acc = Accelerator(cpu=True)
+    loader = acc.prepare(DataLoader(D.eval_dataset(data, "test", 6), batch_size=4))
+    expected = make_seq_eval((10,), exclude_history=False)(trained, loader, acc)
+    torch.manual_seed(2)
+    run = SeqRunConfig(model=cfg, exclude_history=False, ks=[10], eval_weights=str(path),
+                       train=TrainConfig(output_dir=str(tmp_path / "o"), progress=False, trackers=[]))
+    got = fit(run, build_model(cfg, data.n_users, data.n_items), data)
+    assert got["test"] == expected and got["steps"] == 0

@@ -140,6 +140,9 @@ class SeqRunConfig:
     """Evaluate the best weights on the test targets."""
     threads: int = 0
     """torch intra-op threads; 0 = torch's default (1 is faster on a CPU shared with other jobs)."""
+    eval_weights: str = ""
+    """Skip training: load these trained weights (e.g. an interrupted run's
+    ``best_trainable.safetensors``) over the built model and evaluate valid and test."""
 
 
 def load_sequences(cfg: SeqDataConfig) -> D.SeqData:
@@ -240,8 +243,20 @@ def fit(cfg: SeqRunConfig, model: nn.Module, data: D.SeqData, *, test_data: D.Se
         return DataLoader(D.eval_dataset(test_data or data, split, cfg.model.max_len), batch_size=ev)
 
     tick = time.perf_counter()
-    if isinstance(model, Popularity):
-        model.fit(D.item_counts(data))
+    if isinstance(model, Popularity) or cfg.eval_weights:
+        if isinstance(model, Popularity):
+            model.fit(D.item_counts(data))
+        else:
+            from safetensors.torch import load_file
+
+            state = load_file(cfg.eval_weights)
+            params = dict(model.named_parameters())
+            unknown = [k for k in state if k not in params]
+            if unknown:
+                raise ValueError(f"eval_weights={cfg.eval_weights}: unknown parameters {unknown[:5]}")
+            with torch.no_grad():
+                for name, value in state.items():
+                    params[name].copy_(value)
         valid = evaluate_fn(model, accelerator.prepare(eval_loader("valid")), accelerator)
         result_info: dict[str, Any] = {"valid_history": [valid], "steps": 0, "train_seconds": 0.0,
                                        "train_samples_per_s": 0.0, "peak_memory": {}}
