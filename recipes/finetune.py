@@ -41,15 +41,15 @@ from petrec.train import TrainConfig, make_accelerator, train
 class FinetuneConfig:
     """One fine-tuning run. Its defaults *are* the quick-start (recipes/configs/quickstart.yaml)."""
 
-    data: DataConfig = field(default_factory=DataConfig)
+    data: DataConfig = field(default_factory=lambda: DataConfig(history_len=5, max_train_examples=2000))
     """Which behaviour log, task, protocol and text template."""
     model: ModelConfig = field(default_factory=ModelConfig)
     """Backbone, pooling, head, PEFT method and quantization."""
     train: TrainConfig = field(
-        default_factory=lambda: TrainConfig(output_dir="outputs/quickstart", epochs=2, lr=1e-3)
+        default_factory=lambda: TrainConfig(output_dir="outputs/quickstart", epochs=2, lr=2e-3, head_lr=1e-2)
     )
     """Optimisation, evaluation and checkpointing."""
-    max_length: int = 128
+    max_length: int = 64
     """Token budget of one rendered example (the oldest history items are dropped first)."""
     item_max_length: int = 32
     """Token budget of one item's text (next-item models embed items from text)."""
