@@ -166,3 +166,17 @@ def test_train_command_help_and_overrides(capsys: pytest.CaptureFixture[str]) ->
     assert petrec_main(["train", "--print-config", "--train.lr", "3e-4", "--resume"]) == 0
     printed = capsys.readouterr().out
     assert "lr: 0.0003" in printed and "resume: true" in printed
+
+
+def test_qlora_trains_under_two_process_ddp(tiny_bert: Path, tmp_path: Path) -> None:
+    """QLoRA + DDP: each process quantizes its own base (CPU, gloo) and training completes."""
+    out = tmp_path / "qlora"
+    _launch(["--multi_gpu", "--num_processes", "2", "recipes/finetune.py", "--model.backbone", str(tiny_bert),
+             "--model.method", "qlora", "--train.max_steps", "3", "--train.epochs", "1", "--train.batch_size", "8",
+             "--data.max_train_examples", "64", "--train.output_dir", str(out), *FAST],
+            {"ACCELERATE_USE_CPU": "true"})
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["num_processes"] == 2 and metrics["steps"] == 3
+    assert metrics["test"]["n_examples"] == 591  # the default synthetic test split, each example once
+    saved = json.loads((out / "adapter" / "petrec_adapter.json").read_text())
+    assert "nf4" in json.dumps(saved)
