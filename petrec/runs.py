@@ -82,8 +82,7 @@ def score_examples(run: TrainedRun, examples: Any, *, items: Any = None, batch_s
                                            template=run.data.template, task=run.model_cfg.task)
     collate = BehaviourCollator(run.model_cfg.task, run.tokenizer.pad_token_id, run.tokenizer.padding_side)
     label_col = "label" if run.model_cfg.task == "ctr" else "rating"
-    keep = ["input_ids"]
-    tokens = tokens.select_columns(keep)
+    tokens = tokens.select_columns(["input_ids"])
     loader = DataLoader(tokens, batch_size=batch_size,
                         collate_fn=lambda rows: collate([{**r, label_col: 0} for r in rows]))
     device = next(run.model.parameters()).device
@@ -116,9 +115,11 @@ def read_candidates_csv(path: str | os.PathLike[str]) -> pd.DataFrame:
     hist = df["history_item_ids"].str.split()
     labels = (df["history_labels"].str.split() if "history_labels" in df.columns
               else hist.map(lambda h: ["1"] * len(h)))
-    for row, (h, lab) in enumerate(zip(hist, labels, strict=True)):
-        if len(h) != len(lab):
-            raise DataError(f"{path}, line {row + 2}: {len(h)} history items but {len(lab)} history labels")
+    mismatch = np.flatnonzero(hist.str.len().to_numpy() != labels.str.len().to_numpy())
+    if mismatch.size:
+        row = int(mismatch[0])
+        raise DataError(f"{path}, line {row + 2}: {len(hist[row])} history items but "
+                        f"{len(labels[row])} history labels")
     return pd.DataFrame({
         "user_id": df["user_id"],
         "history_item_ids": hist,

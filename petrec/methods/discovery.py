@@ -54,6 +54,19 @@ def find_hf_base(model: nn.Module) -> tuple[str, nn.Module] | None:
     return None
 
 
+def require_hf_base(model: nn.Module, method: str) -> tuple[str, nn.Module]:
+    """:func:`find_hf_base`, or one clear error naming ``method`` when there is no HF transformer."""
+    from petrec.methods.errors import PetrecMethodError
+
+    found = find_hf_base(model)
+    if found is None:
+        raise PetrecMethodError(
+            f"method {method!r} needs a Hugging Face transformer inside {type(model).__name__} "
+            "(none found); for a plain nn.Module use lora, ia3 or adapter"
+        )
+    return found
+
+
 def model_type(model: nn.Module) -> str | None:
     """The HF ``config.model_type`` of the backbone inside ``model`` (``None`` for plain modules)."""
     found = find_hf_base(model)

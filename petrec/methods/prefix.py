@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from petrec.methods.base import NamedAdapterModule
-from petrec.methods.discovery import find_hf_base
+from petrec.methods.discovery import find_hf_base, require_hf_base
 from petrec.methods.errors import PetrecMethodError
 from petrec.methods.prefix_deberta import DEBERTA_TYPES, patch_deberta, unpatch_deberta
 
@@ -199,13 +199,7 @@ def apply_prefix(model: nn.Module, opts: PrefixOptions, targets: object, heads: 
     """Add prefix adapter ``adapter_name`` to the HF backbone inside ``model``."""
     if targets is not None:
         raise PetrecMethodError("method 'prefix' adapts every attention layer; it takes no targets=")
-    found = find_hf_base(model)
-    if found is None:
-        raise PetrecMethodError(
-            f"method 'prefix' needs a Hugging Face transformer inside {type(model).__name__} "
-            "(none found); for a plain nn.Module use lora, ia3 or adapter"
-        )
-    base_name, base = found
+    base_name, base = require_hf_base(model, "prefix")
     store = getattr(base, PREFIX_ATTR, None)
     if store is None and getattr(base.config, "model_type", None) in DEBERTA_TYPES:
         store = PrefixStore("")  # "" = attention implementation untouched (forward patched instead)

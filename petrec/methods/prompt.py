@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from petrec.methods.base import NamedAdapterModule
-from petrec.methods.discovery import find_hf_base
+from petrec.methods.discovery import find_hf_base, require_hf_base
 from petrec.methods.errors import PetrecMethodError
 
 PROMPT_ATTR = "petrec_prompt"
@@ -126,13 +126,7 @@ def apply_prompt(model: nn.Module, opts: PromptOptions, targets: object, heads: 
     """Add soft prompt ``adapter_name`` to the HF backbone inside ``model``."""
     if targets is not None:
         raise PetrecMethodError("method 'prompt' adapts the input embeddings; it takes no targets=")
-    found = find_hf_base(model)
-    if found is None:
-        raise PetrecMethodError(
-            f"method 'prompt' needs a Hugging Face transformer inside {type(model).__name__} "
-            "(none found); for a plain nn.Module use lora, ia3 or adapter"
-        )
-    base_name, base = found
+    base_name, base = require_hf_base(model, "prompt")
     store = getattr(base, PROMPT_ATTR, None)
     if store is None:
         store = PromptStore()
