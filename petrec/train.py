@@ -74,6 +74,9 @@ class TrainConfig:
     """Evaluate every N optimizer steps; 0 = at the end of each epoch."""
     early_stopping_patience: int = 0
     """Stop after this many evaluations without improvement; 0 = never stop early."""
+    max_train_minutes: float = 0.0
+    """Wall-time budget of this call (evaluations included), checked at each evaluation and
+    epoch end: once spent, training stops and the best weights so far are kept; 0 = no budget."""
     metric_for_best: str | None = None
     """Validation metric that selects the best weights; None = the task default (auc / rmse / ndcg@10)."""
     checkpoint_every_steps: int = 0
@@ -105,6 +108,8 @@ class TrainConfig:
                 raise ValueError(f"train.{name} must be ≥ 0")
         if self.max_steps == 0 or self.max_steps < -1:
             raise ValueError("train.max_steps must be -1 (all epochs) or ≥ 1")
+        if self.max_train_minutes < 0:
+            raise ValueError(f"train.max_train_minutes must be ≥ 0, got {self.max_train_minutes}")
 
 
 @dataclass
@@ -120,6 +125,8 @@ class TrainResult:
     train_seconds: float
     wall_seconds: float
     peak_memory: dict[str, float]
+    time_budget_hit: bool = False
+    """Training stopped because ``max_train_minutes`` was spent (not converged, not early-stopped)."""
 
     @property
     def train_samples_per_s(self) -> float:
@@ -297,6 +304,19 @@ def train(
             best_state = _trainable_state(accelerator.unwrap_model(model))
     metric_name = cfg.metric_for_best
     stopped_early = False
+    budget_hit = False
+
+    def budget_spent() -> bool:
+        """Whether the time budget is used up; every process takes the same decision."""
+        nonlocal budget_hit
+        if cfg.max_train_minutes <= 0:
+            return False
+        spent = time.perf_counter() - start_wall >= 60.0 * cfg.max_train_minutes
+        if accelerator.num_processes > 1:
+            flag = torch.tensor([float(spent)], device=accelerator.device)
+            spent = bool(accelerator.reduce(flag, reduction="sum").item() > 0)
+        budget_hit = budget_hit or spent
+        return spent
 
     def checkpoint() -> None:
         # save_state writes model, optimizer, scheduler, sampler and RNG states; our own
@@ -382,6 +402,7 @@ def train(
                 state["train_seconds"] += time.perf_counter() - tick
                 stopped_early = validate()
                 model.train()
+                done = budget_spent()
                 tick = time.perf_counter()
             if cfg.checkpoint_every_steps and step % cfg.checkpoint_every_steps == 0:
                 state["train_seconds"] += time.perf_counter() - tick
@@ -389,7 +410,7 @@ def train(
                 tick = time.perf_counter()
             if on_step is not None:
                 on_step(step)
-            if stopped_early or step >= total_steps:
+            if done or stopped_early or step >= total_steps:
                 done = True
                 break
         state["train_seconds"] += time.perf_counter() - tick
@@ -399,6 +420,7 @@ def train(
             if valid_loader is not None and not cfg.eval_every_steps:
                 stopped_early = validate()
                 done = stopped_early
+            done = done or budget_spent()
             checkpoint()
     progress.close()
     if valid_loader is not None and (not state["valid_history"] or state["valid_history"][-1]["step"] != state["global_step"]):
@@ -416,6 +438,7 @@ def train(
         best_step=state["best_step"],
         global_step=state["global_step"],
         stopped_early=stopped_early,
+        time_budget_hit=budget_hit,
         valid_history=state["valid_history"],
         train_samples=state["train_samples"],
         train_seconds=state["train_seconds"],

@@ -144,6 +144,7 @@ def main(argv: list[str] | None = None) -> dict:
         "inference_samples_per_s": infer_per_s,
         "steps": result.global_step,
         "stopped_early": result.stopped_early,
+        "time_budget_hit": result.time_budget_hit,
         "wall_seconds": result.wall_seconds,
         "num_processes": accelerator.num_processes,
     }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -138,6 +139,29 @@ def test_early_stopping_keeps_the_best_weights(tmp_path: Path) -> None:
     assert not torch.equal(model.head.weight, snapshots[-1])
     log = [json.loads(line) for line in (tmp_path / "train_log.jsonl").read_text().splitlines()]
     assert [r["valid/score"] for r in log if "valid/score" in r] == [0.5, 0.9, 0.7, 0.6]
+
+
+def test_time_budget_stops_at_the_next_evaluation_and_keeps_the_best(tmp_path: Path) -> None:
+    calls: list[int] = []
+
+    def slow_metric(model, loader, accelerator):
+        calls.append(1)
+        if len(calls) == 2:
+            time.sleep(3.5)  # the 2nd evaluation alone spends the 3 s budget
+        return {"score": [0.5, 0.9, 0.7, 0.6, 0.8][min(len(calls), 5) - 1]}
+
+    cfg = TrainConfig(output_dir=str(tmp_path), epochs=20, eval_every_steps=3, max_train_minutes=0.05,
+                      progress=False, trackers=[], mixed_precision="no", lr=1e-2)
+    result = train(Toy(), *_loaders(), cfg, evaluate_fn=slow_metric, accelerator=_fresh_accelerator(cfg))
+    assert result.time_budget_hit and not result.stopped_early
+    assert len(calls) == 2 and result.global_step == 6  # checked after the 2nd evaluation: stop there
+    assert result.best_metric == 0.9 and result.best_step == 6
+    unbounded = train(Toy(), *_loaders(), TrainConfig(**{**cfg.__dict__, "max_train_minutes": 0.0,
+                                                           "output_dir": str(tmp_path / "b"), "epochs": 1}),
+                      evaluate_fn=lambda m, loader, a: {"score": 0.5}, accelerator=_fresh_accelerator(cfg))
+    assert not unbounded.time_budget_hit
+    with pytest.raises(ValueError, match="max_train_minutes"):
+        TrainConfig(max_train_minutes=-1)
 
 
 def test_gradient_accumulation_matches_a_larger_batch(tmp_path: Path) -> None:

@@ -40,7 +40,8 @@ def _bench(args: argparse.Namespace) -> int:
         return 0
     command = ("petrec bench " + shlex.join(sys.argv[2:])).strip() if sys.argv[1:2] == ["bench"] else None
     try:
-        records = run_suite(suite, results, force=args.force, retry_failed=args.retry_failed, select=select,
+        records = run_suite(suite, results, force=args.force, retry_failed=args.retry_failed,
+                            select=select, jobs=args.jobs,
                             command_line=command or f"petrec bench --suite {args.suite or 'quick'}")
     except BenchError as exc:
         print(f"petrec bench: {exc}", file=sys.stderr)
@@ -84,6 +85,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--only", default=None, help="glob over run ids (P1__*__lora__k256__*)")
     p.add_argument("--dry-run", action="store_true", help="list the run ids and exit")
     p.add_argument("--no-report", action="store_true", help="do not write the report at the end")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="runs in flight at once (default 1: clean timings; more fills a big GPU with small runs)")
     p.set_defaults(func=_bench)
 
     r = subparsers.add_parser("report", help="write REPORT.md, CSVs and plots of a results folder")

@@ -163,6 +163,12 @@ def _experiments_of(meta: dict[str, Any], table: str) -> list[dict[str, Any]]:
             if (e.get("table") or e.get("name")) == table]
 
 
+def _jobs_note(invocation: dict[str, Any]) -> str:
+    """Says when runs shared the machine (``petrec bench --jobs N``): their speed is not a clean figure."""
+    jobs = invocation.get("jobs") or 1
+    return f"; {jobs} runs in flight at once, so samples/s and wall times are shared" if jobs > 1 else ""
+
+
 def render(summary: pd.DataFrame, runs: pd.DataFrame, meta: dict[str, Any], style: str = "md",
            plots: dict[str, list[str]] | None = None) -> str:
     """The whole report as Markdown (``md``) or terminal text (``text``)."""
@@ -181,10 +187,11 @@ def render(summary: pd.DataFrame, runs: pd.DataFrame, meta: dict[str, Any], styl
         out.append(f"- commands ({len(invocations)} invocations on this folder; each skips runs already "
                    "finished unless --force / --retry-failed):")
         out += [f"  - `{i.get('command')}` ({i.get('started_at')} → {i.get('finished_at') or 'interrupted'}, "
-                f"{i.get('runs_selected', '?')} runs selected)" for i in invocations]
+                f"{i.get('runs_selected', '?')} runs selected{_jobs_note(i)})" for i in invocations]
     else:
         out += [f"- command: `{meta.get('command', MISSING)}`",
-                f"- started {meta.get('started_at', MISSING)}, finished {meta.get('finished_at') or 'not finished'}"]
+                f"- started {meta.get('started_at', MISSING)}, finished {meta.get('finished_at') or 'not finished'}"
+                + (_jobs_note(invocations[0]) if invocations else "")]
     out += [f"- machine: {describe_machine(mach) if mach else MISSING}",
             f"- git commit{' of the latest invocation' if len(invocations) > 1 else ''}: "
             f"{git.get('commit') or MISSING}{' (with uncommitted changes)' if git.get('dirty') else ''}"

@@ -22,6 +22,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -298,6 +299,7 @@ def run_suite(
     select: Callable[[RunSpec], bool] | None = None,
     command_line: str | None = None,
     progress: Callable[[str], None] = print,
+    jobs: int = 1,
 ) -> list[dict[str, Any]]:
     """Run every (selected) run of ``suite`` that is not finished yet; return all their records.
 
@@ -309,6 +311,9 @@ def run_suite(
         select: Optional filter over the expanded runs.
         command_line: What the user typed (written to ``bench_meta.json`` for the report).
         progress: Where per-run progress lines go.
+        jobs: Runs in flight at once (each its own subprocess). 1 keeps timings clean; more
+            fills a large GPU machine with small runs, and every record then says how many
+            ran side by side (``run_info.concurrent_jobs``), since speed is shared.
 
     Returns:
         The records (fresh or loaded) of the selected runs, in suite order.
@@ -324,12 +329,17 @@ def run_suite(
     meta_path = results / "bench_meta.json"
     command = command_line or f"petrec bench --suite {suite.name}"
     previous = _previous_meta(meta_path)
-    invocation = {"command": command, "started_at": now(), "finished_at": None, "runs_selected": len(specs)}
+    invocation = {"command": command, "started_at": now(), "finished_at": None, "runs_selected": len(specs),
+                  "jobs": jobs}
     meta = {"command": command, "suite": suite.name, "started_at": invocation["started_at"], "finished_at": None,
             "machine": env_info["machine"], "git": env_info["git"], "versions": env_info["versions"],
             "invocations": [*previous.get("invocations", []), invocation]}
     write_json_atomic(meta_path, meta)
-    records: list[dict[str, Any]] = []
+    if jobs < 1:
+        raise BenchError(f"jobs must be >= 1, got {jobs}")
+    env_info = {**env_info, "concurrent_jobs": jobs}
+    records: dict[int, dict[str, Any]] = {}
+    pending: list[tuple[int, RunSpec, str]] = []
     width = len(str(len(specs)))
     for i, spec in enumerate(specs, 1):
         path = runs_dir / f"{spec.run_id}.json"
@@ -339,15 +349,26 @@ def run_suite(
             status = prev["run_info"].get("status")
             if status == "ok" or (status == "failed" and not retry_failed):
                 progress(f"{tag}: finished earlier ({status}), skipped")
-                records.append(prev)
+                records[i] = prev
                 continue
         elif prev is not None:
             progress(f"{tag}: config changed since the stored result, re-running")
+        pending.append((i, spec, tag))
+
+    def run_and_store(item: tuple[int, RunSpec, str]) -> tuple[int, dict[str, Any]]:
+        i, spec, tag = item
         progress(f"{tag}: running …")
         record = execute(suite, spec, results, env_info)
-        write_json_atomic(path, record)
+        write_json_atomic(runs_dir / f"{spec.run_id}.json", record)
         progress(f"{tag}: {_summary(record)}")
-        records.append(record)
+        return i, record
+
+    if jobs == 1:
+        records.update(run_and_store(item) for item in pending)
+    else:
+        # Threads only wait on run subprocesses; statistics baselines run in-process but are tiny.
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            records.update(pool.map(run_and_store, pending))
     # Re-read: another invocation on the same folder may have started meanwhile; keep its entry.
     invocation["finished_at"] = now()
     latest = _previous_meta(meta_path).get("invocations") or []
@@ -357,7 +378,7 @@ def run_suite(
         merged.append(invocation)
     meta.update(finished_at=invocation["finished_at"], invocations=merged)
     write_json_atomic(meta_path, meta)
-    return records
+    return [records[i] for i in sorted(records)]
 
 
 def load_records(results_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:

@@ -101,6 +101,9 @@ def git_state(root: Path = REPO_ROOT) -> dict[str, Any]:
         return res.stdout.strip() if res.returncode == 0 else None
 
     commit = git("rev-parse", "HEAD")
+    if commit is None and os.environ.get("PETREC_GIT_COMMIT"):
+        # A copy of a checkout without .git (e.g. shipped to a GPU machine): the sender names it.
+        return {"commit": os.environ["PETREC_GIT_COMMIT"], "dirty": None, "source": "PETREC_GIT_COMMIT"}
     dirty = git("status", "--porcelain", "--untracked-files=no")
     return {"commit": commit, "dirty": None if dirty is None else bool(dirty)}
 

@@ -112,3 +112,15 @@ def test_default_commands_locate_the_recipe_and_the_efficiency_module(tmp_path: 
     monkeypatch.setenv("PETREC_RECIPES", str(tmp_path / "nowhere"))
     with pytest.raises(BenchError, match=r"recipe finetune\.py not found"):
         build_command(suite, spec, tmp_path / "c.yaml", tmp_path / "out")
+
+
+def test_parallel_jobs_give_the_same_records_in_suite_order(fake_suite: SuiteConfig, tmp_path: Path) -> None:
+    serial = run_suite(fake_suite, tmp_path / "one", progress=lambda s: None)
+    parallel = run_suite(fake_suite, tmp_path / "three", progress=lambda s: None, jobs=3)
+    assert [r["run_info"]["run_id"] for r in parallel] == [r["run_info"]["run_id"] for r in serial]
+    assert [r["run_info"]["status"] for r in parallel] == [r["run_info"]["status"] for r in serial]
+    assert [r["metrics"] for r in parallel] == [r["metrics"] for r in serial]
+    assert {r["run_info"]["concurrent_jobs"] for r in parallel} == {3}
+    assert {r["run_info"]["concurrent_jobs"] for r in serial} == {1}
+    with pytest.raises(Exception, match="jobs must be >= 1"):
+        run_suite(fake_suite, tmp_path / "zero", progress=lambda s: None, jobs=0)

@@ -268,7 +268,8 @@ def fit(cfg: SeqRunConfig, model: nn.Module, data: D.SeqData, *, test_data: D.Se
         result_info = {"valid_history": result.valid_history, "steps": result.global_step,
                        "best_step": result.best_step, "best_valid": result.best_metric,
                        "train_seconds": result.train_seconds, "train_samples_per_s": result.train_samples_per_s,
-                       "peak_memory": result.peak_memory, "stopped_early": result.stopped_early}
+                       "peak_memory": result.peak_memory, "stopped_early": result.stopped_early,
+                       "time_budget_hit": result.time_budget_hit}
     test: dict[str, float] = {}
     infer_s = 0.0
     if cfg.evaluate_test:

@@ -33,7 +33,7 @@ from petrec.models.sequential.run import write_json
 
 
 def machine() -> str:
-    """CPU model and core count as /proc/cpuinfo states them."""
+    """CPU model and core count as /proc/cpuinfo states them, and the CUDA GPU if there is one."""
     model, cores = platform.processor() or "unknown", 0
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -41,7 +41,15 @@ def machine() -> str:
                 model, cores = line.split(":", 1)[1].strip(), cores + 1
     except OSError:
         pass
-    return f"{model}, {cores} cores (shared), no GPU" if cores else model
+    gpu = "no GPU"
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            gpu = f"GPU {torch.cuda.get_device_name()} (torch {torch.__version__})"
+    except Exception:  # noqa: BLE001 - a description, never a reason to fail a suite
+        pass
+    return f"{model}, {cores} cores, {gpu}" if cores else f"{model}, {gpu}"
 
 
 def _flat(prefix: str, obj: Any) -> list[str]:
