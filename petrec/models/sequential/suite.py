@@ -47,7 +47,7 @@ def machine() -> str:
 
         if torch.cuda.is_available():
             gpu = f"GPU {torch.cuda.get_device_name()} (torch {torch.__version__})"
-    except Exception:  # noqa: BLE001 - a description, never a reason to fail a suite
+    except Exception:  # a description, never a reason to fail a suite
         pass
     return f"{model}, {cores} cores, {gpu}" if cores else f"{model}, {gpu}"
 
@@ -79,17 +79,19 @@ def run_one(suite: dict[str, Any], run: dict[str, Any], work: Path, results: Pat
 
 def table(results: Path, ks: tuple[int, ...]) -> str:
     """Markdown table over every ``<run>.json`` in ``results``."""
-    head = ["run"] + [f"{m}@{k}" for k in ks for m in ("HR", "NDCG")] + ["epochs", "trainable", "%", "train s",
-                                                                          "peak RSS MB"]
+    head = ["run"] + [f"{m}@{k}" for k in ks for m in ("HR", "NDCG")] + ["steps (best)", "stopped by", "trainable",
+                                                                          "%", "train s", "peak RSS MB"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for path in sorted(results.glob("*.json")):
         m = json.loads(path.read_text(encoding="utf-8"))
         t = m.get("test", {})
-        epochs = m.get("config", {}).get("train", {}).get("epochs", "-") if m.get("steps") else 0
+        steps = f"{m['steps']:,} ({m.get('best_step', 0):,})" if m.get("steps") else "0"
+        stop = ("time budget" if m.get("time_budget_hit") else "early stopping" if m.get("stopped_early")
+                else "all epochs" if m.get("steps") else "-")
         cells = [m.get("label", path.stem)] + [f"{t.get(f'{x}@{k}', float('nan')):.4f}" for k in ks
                                                 for x in ("hr", "ndcg")]
         rss = m.get("peak_memory", {}).get("cpu_peak_rss_mb", m.get("subprocess_peak_rss_mb", 0.0))
-        cells += [str(epochs), f"{m['trainable_params']:,}", f"{m['trainable_percent']:.1f}",
+        cells += [steps, stop, f"{m['trainable_params']:,}", f"{m['trainable_percent']:.1f}",
                   f"{m.get('train_seconds', 0.0):.0f}", f"{rss:.0f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
