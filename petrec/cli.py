@@ -19,6 +19,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "petrec.methods.cli",
     "petrec.train_cli",
     "petrec.bench.cli",
+    "petrec.serve.cli",
+    "petrec.deploy.cli",
 )
 
 

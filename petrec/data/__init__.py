@@ -28,7 +28,7 @@ from petrec.data.readers import (
 )
 from petrec.data.synthetic import synthetic_world
 from petrec.data.text import render_one
-from petrec.data.tokenize import tokenize_examples, tokenize_items
+from petrec.data.tokenize import catalogue_names, tokenize_examples, tokenize_items, tokenize_rows
 
 __all__ = [
     "PRESETS",
@@ -40,6 +40,7 @@ __all__ = [
     "DataValueError",
     "PreparedData",
     "Tables",
+    "catalogue_names",
     "load_prepared",
     "load_tables",
     "prepare",
@@ -53,4 +54,5 @@ __all__ = [
     "synthetic_world",
     "tokenize_examples",
     "tokenize_items",
+    "tokenize_rows",
 ]

@@ -29,6 +29,40 @@ def _names(items: Any) -> dict[str, str]:
     return dict(zip(df["item_id"].astype(str), df[col].fillna("").astype(str), strict=True))
 
 
+def catalogue_names(items: Any) -> dict[str, str]:
+    """``item_id`` → the name prompts use for it (``title``, else ``text``) of a catalogue.
+
+    Build it once and pass it to :func:`tokenize_rows` (a server or a fast scorer does).
+    """
+    return _names(items)
+
+
+def tokenize_rows(rows: dict[str, list], tokenizer: Any, *, max_length: int, names: dict[str, str],
+                  task: str, template: str, noun: str = "item") -> dict[str, list]:
+    """Render and tokenise a column batch of (history, candidate) rows exactly as training does.
+
+    The same prompts and the same oldest-first history dropping as :func:`tokenize_examples`,
+    without ``datasets`` (for request paths where its per-call overhead matters).
+
+    Args:
+        rows: Columns ``history_item_ids``, ``history_labels``, ``history_ratings``, ``item_id``.
+        tokenizer: A Hugging Face tokenizer.
+        max_length: Token budget per example (special tokens included).
+        names: :func:`catalogue_names` of the catalogue.
+        task: ctr, rating or next_item.
+        template: compact or tallrec.
+        noun: Item noun of the TALLRec template.
+
+    Returns:
+        ``input_ids``, ``attention_mask`` and ``n_history_kept`` per row.
+
+    Raises:
+        DataError: A candidate whose prompt alone exceeds ``max_length`` (unknown item ids
+            raise from the rendering, :class:`petrec.data.DataValueError`).
+    """
+    return _tokenize_batch(rows, tokenizer, max_length, names, task, template, noun)
+
+
 def _tokenizer_signature(tokenizer: Any) -> str:
     vocab = tokenizer.get_vocab() if hasattr(tokenizer, "get_vocab") else {}
     blob = json.dumps([type(tokenizer).__name__, getattr(tokenizer, "name_or_path", ""),

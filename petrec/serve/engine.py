@@ -1,0 +1,144 @@
+"""Requests → model inputs → scores, with petrec.data's own prompt rendering and tokenisation.
+
+A :class:`Job` is one request's rows in the column layout :mod:`petrec.data.tokenize` renders
+from (``history_item_ids``, ``history_labels``, ``history_ratings``, ``item_id``), so the
+prompt, the dropping of the oldest history items to fit ``max_length`` and the token ids are
+exactly those of training and of ``petrec predict``. Raw item texts get request-local ids.
+:func:`run_batch` tokenises each job on its own (a bad job fails alone), then runs the
+jobs' rows through the model in chunks of ``max_rows``.
+"""
+
+from __future__ import annotations
+
+from collections import ChainMap
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from petrec.collate import pad_sequences
+from petrec.data.errors import DataError
+from petrec.serve.registry import LoadedAdapter
+
+#: Prefix of request-local ids given to raw item texts (cannot clash with catalogue ids).
+RAW_PREFIX = "\x00text:"
+
+
+class ItemNotFoundError(LookupError):
+    """A request names an item id the adapter's catalogue does not have."""
+
+
+class BadInputError(ValueError):
+    """A request cannot be rendered (e.g. the candidate alone exceeds max_length)."""
+
+
+@dataclass
+class Job:
+    """One request's work for one adapter."""
+
+    columns: dict[str, list]
+    extra_names: dict[str, str] = field(default_factory=dict)
+    k: int = 0
+    exclude: list[int] = field(default_factory=list)
+
+    @property
+    def n_rows(self) -> int:
+        """Examples this job adds to a batch."""
+        return len(self.columns["history_item_ids"])
+
+
+def _ref(adapter: LoadedAdapter, item: Any, extra: dict[str, str]) -> str:
+    """The id to render ``item`` (an object with ``item_id`` or ``text``) by."""
+    if item.item_id is not None:
+        if item.item_id not in adapter.names:
+            raise ItemNotFoundError(f"unknown item_id {item.item_id!r}: not in adapter {adapter.name!r}'s catalogue")
+        return item.item_id
+    key = f"{RAW_PREFIX}{len(extra)}"
+    extra[key] = item.text
+    return key
+
+
+def build_job(adapter: LoadedAdapter, history: list[Any], candidates: list[Any] | None,
+              *, k: int = 0, exclude_seen: bool = False) -> Job:
+    """Turn validated request items into a job (one row per candidate, or one for recommend).
+
+    Raises:
+        ItemNotFoundError: An item id is not in the catalogue.
+    """
+    extra: dict[str, str] = {}
+    hist = [_ref(adapter, h, extra) for h in history]
+    labels = [int(h.label) for h in history]
+    # Same convention as ``petrec predict --csv``: a rating defaults to the label.
+    ratings = [float(h.rating) if h.rating is not None else float(h.label) for h in history]
+    cands = [_ref(adapter, c, extra) for c in candidates] if candidates is not None else [""]
+    n = len(cands)
+    columns = {"history_item_ids": [hist] * n, "history_labels": [labels] * n,
+               "history_ratings": [ratings] * n, "item_id": cands}
+    exclude = [adapter.index[h] for h in hist if h in adapter.index] if exclude_seen else []
+    return Job(columns, extra, k=k, exclude=exclude)
+
+
+def tokenize_job(adapter: LoadedAdapter, job: Job) -> list[list[int]]:
+    """Token ids of each row, rendered exactly as in training.
+
+    Raises:
+        BadInputError: A row does not fit ``max_length`` even without history.
+    """
+    from petrec.data import tokenize_rows
+
+    names = ChainMap(job.extra_names, adapter.names) if job.extra_names else adapter.names
+    try:
+        out = tokenize_rows(dict(job.columns), adapter.tokenizer, max_length=adapter.max_length,
+                            names=names, task=adapter.task, template=adapter.template)
+    except DataError as exc:
+        raise BadInputError(str(exc).replace(RAW_PREFIX, "text#")) from None
+    return out["input_ids"]
+
+
+@torch.inference_mode()
+def _forward(adapter: LoadedAdapter, seqs: list[list[int]], max_rows: int) -> torch.Tensor:
+    tok = adapter.tokenizer
+    out = []
+    for start in range(0, len(seqs), max_rows):
+        chunk = seqs[start:start + max_rows]
+        ids = pad_sequences(chunk, tok.pad_token_id, tok.padding_side)
+        mask = pad_sequences([[1] * len(s) for s in chunk], 0, tok.padding_side)
+        if adapter.task == "next_item":
+            out.append(adapter.model.encode(ids, mask))
+            continue
+        logits = adapter.model(input_ids=ids, attention_mask=mask).logits.reshape(-1).float()
+        out.append(torch.sigmoid(logits) if adapter.task == "ctr" else logits)
+    return torch.cat(out)
+
+
+def _top_k(adapter: LoadedAdapter, user: torch.Tensor, job: Job) -> list[tuple[str, float]]:
+    scores = (user.reshape(1, -1) @ adapter.item_embeddings.T).reshape(-1).clone()
+    if job.exclude:
+        scores[torch.tensor(job.exclude, dtype=torch.long)] = float("-inf")
+    k = min(job.k, int(torch.isfinite(scores).sum()))
+    values, idx = torch.topk(scores, k)
+    return [(adapter.item_ids[i], float(v)) for i, v in zip(idx.tolist(), values.tolist(), strict=True)]
+
+
+def run_batch(adapter: LoadedAdapter, jobs: list[Job], max_rows: int) -> list[Any]:
+    """Results per job, in order: a list of scores (ctr / rating), a top-k list (next_item),
+    or the exception that job raised (the other jobs still run)."""
+    results: list[Any] = [None] * len(jobs)
+    seqs: list[list[int]] = []
+    spans: list[tuple[int, int, int]] = []
+    for j, job in enumerate(jobs):
+        try:
+            ids = tokenize_job(adapter, job)
+        except BadInputError as exc:
+            results[j] = exc
+            continue
+        spans.append((j, len(seqs), len(ids)))
+        seqs.extend(ids)
+    if seqs:
+        out = _forward(adapter, seqs, max_rows)
+        with torch.inference_mode():
+            for j, start, n in spans:
+                part = out[start:start + n]
+                results[j] = (_top_k(adapter, part[0], jobs[j]) if adapter.task == "next_item"
+                              else part.tolist())
+    return results

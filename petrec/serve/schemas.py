@@ -1,0 +1,126 @@
+"""Request / response bodies (pydantic v2), with the limits of a :class:`ServeConfig`.
+
+The classes are built per config by :func:`build_schemas`, so the OpenAPI spec shows the
+limits the server enforces.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from petrec.serve.config import ServeConfig
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+AdapterName = Annotated[str, Field(pattern=NAME_PATTERN, description="A loaded adapter's name.")]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ScoreOut(_Strict):
+    """Answer of ``/v1/predict``: one score per candidate, in request order."""
+
+    adapter: str
+    task: str = Field(description="ctr (click/like probability) or rating (predicted rating)")
+    scores: list[float]
+
+
+class RecommendedItem(_Strict):
+    """One recommended item and its cosine score."""
+
+    item_id: str
+    score: float
+
+
+class RecommendOut(_Strict):
+    """Answer of ``/v1/recommend``: the top-k items, best first."""
+
+    adapter: str
+    items: list[RecommendedItem]
+
+
+class AdapterInfo(_Strict):
+    """A loaded adapter."""
+
+    name: str
+    method: str
+    task: str
+    template: str
+    max_length: int
+    n_items: int
+    shares_base: bool
+    own_bytes: int = Field(description="bytes of tensors only this adapter holds")
+    shared_bytes: int = Field(description="bytes of base tensors it shares by reference")
+    export_name: str
+    created_utc: str
+    loaded_at: float
+
+
+class AdaptersOut(_Strict):
+    """``GET /v1/adapters``: loaded adapters, export folders available, and refusals at start."""
+
+    loaded: list[AdapterInfo]
+    available: list[str]
+    refused: dict[str, str]
+
+
+class ErrorOut(BaseModel):
+    """Every error answer: a message."""
+
+    detail: Any
+
+
+@dataclass(frozen=True)
+class Schemas:
+    """The request classes for one config."""
+
+    PredictIn: type[BaseModel]
+    RecommendIn: type[BaseModel]
+
+
+def build_schemas(cfg: ServeConfig) -> Schemas:
+    """Request classes enforcing ``cfg``'s limits (history, candidates, k, text length)."""
+    text_field = Field(None, min_length=1, max_length=cfg.max_text_chars,
+                       description="raw item text (instead of item_id)")
+
+    class ItemRef(_Strict):
+        """An item: a catalogue ``item_id`` or a raw ``text`` (exactly one)."""
+
+        item_id: str | None = Field(None, min_length=1, max_length=256, description="catalogue item id")
+        text: str | None = text_field
+
+        @model_validator(mode="after")
+        def _one_of(self) -> ItemRef:
+            if (self.item_id is None) == (self.text is None):
+                raise ValueError("give exactly one of item_id or text")
+            return self
+
+    class HistoryItem(ItemRef):
+        """A past interaction, oldest first in the list."""
+
+        label: int = Field(1, ge=0, le=1, description="1 liked / clicked, 0 disliked")
+        rating: float | None = Field(None, ge=-1e6, le=1e6,
+                                     description="rating (rating models); default: the label")
+
+    class PredictIn(_Strict):
+        """Score candidates for a user history with one adapter."""
+
+        adapter: AdapterName
+        history: list[HistoryItem] = Field(default_factory=list, max_length=cfg.max_history)
+        candidates: list[ItemRef] = Field(min_length=1, max_length=cfg.max_candidates)
+
+    class RecommendIn(_Strict):
+        """Top-k catalogue items for a history (next-item adapters)."""
+
+        adapter: AdapterName
+        history: list[HistoryItem] = Field(min_length=1, max_length=cfg.max_history)
+        k: int = Field(10, ge=1, le=cfg.max_k)
+        exclude_seen: bool = Field(True, description="leave the history's items out of the ranking")
+
+    for cls in (ItemRef, HistoryItem, PredictIn, RecommendIn):
+        cls.model_rebuild()
+    return Schemas(PredictIn, RecommendIn)
