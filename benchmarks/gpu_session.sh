@@ -31,8 +31,11 @@ log "efficiency-gpu exit $?"
 
 log "phase 2: tests, methods check, ml100k-ctr, P3, P4 side by side"
 P2_END=$(( $(left) - 30 ))
-( timeout 240 $PY -m pytest -q -p no:cacheprovider -m gpu tests/methods > "$OUT/gpu_tests.log" 2>&1
-  timeout 180 $PY benchmarks/gpu_methods_check.py > "$OUT/gpu_methods_check.json" 2> "$OUT/gpu_methods_check.log" ) &
+# Every background job ends by P2_END: the packing below must run inside the caller's limit (a
+# first version let the test subshell outlive it, and the whole call returned nothing).
+( timeout $(( P2_END / 2 )) $PY -m pytest -q -p no:cacheprovider -m gpu tests/methods > "$OUT/gpu_tests.log" 2>&1
+  timeout $(( P2_END / 2 )) $PY benchmarks/gpu_methods_check.py > "$OUT/gpu_methods_check.json" \
+    2> "$OUT/gpu_methods_check.log" ) &
 for run in sasrec-ce sasrec-bce gru4rec caser bpr,popularity; do
   timeout $P2_END $PY -m petrec.models.sequential.suite --suite benchmarks/suites/ml1m-next-item-gpu.yaml \
     --work /tmp/petrec_runs --only "$run" > "$OUT/p3_${run%%,*}.log" 2>&1 &
@@ -43,14 +46,19 @@ for run in sasrec text text-hybrid gru4rec,popularity; do
 done
 ( timeout $P2_END $PY -m petrec bench --suite ml100k-ctr --experiments P1-k256,P1-full,P2 --jobs 8 --no-report \
     > "$OUT/ml100k-ctr.log" 2>&1
-  timeout $(( $(left) - 30 )) $PY -m petrec bench --suite ml100k-ctr --experiments P1-k64,P1-k16 --jobs 8 --no-report \
-    > "$OUT/ml100k-ctr-small-k.log" 2>&1 ) &
+  [ "$(left)" -gt 60 ] && timeout $(( $(left) - 30 )) $PY -m petrec bench --suite ml100k-ctr \
+    --experiments P1-k64,P1-k16 --jobs 8 --no-report > "$OUT/ml100k-ctr-small-k.log" 2>&1 ) &
 wait
 log "phase 2 done"
 for s in ml1m-next-item-gpu scientific-next-item-gpu; do
   $PY -m petrec.models.sequential.suite --suite benchmarks/suites/$s.yaml --report-only > "$OUT/$s.table.md" 2>&1
 done
+# Pack the results here: on a machine that re-syncs the checkout between calls (a borrowed GPU box)
+# files written into the working copy do not survive to the next call. Next-item run folders
+# (metrics.json, train_log.jsonl) are packed too, in case a suite was cut before its result file.
 tar czf "$OUT/results.tgz" --exclude=_work benchmarks/results/efficiency-gpu benchmarks/results/ml100k-ctr \
-  benchmarks/results/ml1m-next-item-gpu benchmarks/results/scientific-next-item-gpu 2>>"$OUT/session.log"
+  benchmarks/results/ml1m-next-item-gpu benchmarks/results/scientific-next-item-gpu \
+  $(ls -d /tmp/petrec_runs/*/*/metrics.json /tmp/petrec_runs/*/*/train_log.jsonl 2>/dev/null) \
+  2>>"$OUT/session.log"
 tar czf "$OUT/logs.tgz" "$OUT"/*.log "$OUT"/*.md "$OUT"/*.json "$OUT/gpu.txt" 2>/dev/null
 log "packed"
