@@ -35,6 +35,9 @@ import numpy as np
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from petrec.bench.system import _cpu_model  # noqa: E402  (one reader of /proc/cpuinfo)
 
 
 def _free_port() -> int:
@@ -230,16 +233,6 @@ def memory_probe(export: Path, base: str, n: int) -> dict:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--export", required=True, type=Path, help="one export folder (copied N times)")
@@ -276,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(rows[-1]), flush=True)
     report = {
         "command": "python benchmarks/serve_load.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "machine": {"cpu": _cpu(), "logical_cpus": os.cpu_count(), "python": platform.python_version(),
+        "machine": {"cpu": _cpu_model(), "logical_cpus": os.cpu_count(), "python": platform.python_version(),
                     "load_average_at_end": os.getloadavg(),
                     "note": "shared with other jobs; 2 workers on 2 shared cores is not a scaling test"},
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
