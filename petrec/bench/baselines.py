@@ -14,6 +14,10 @@ Item counts and like rates are taken over the **whole training block** (8,000 ex
 under P1), as BENCHMARKS.md defines these reference rows — so ``item-rate`` and
 ``logreg-counts`` see more labels than k; the report says so. Scores are evaluated with
 :func:`petrec.metrics.compute_ctr`, the same function the training loop uses.
+
+The ID-based sequence baselines ``gru4rec-ctr``, ``caser-ctr`` and ``sasrec-ctr`` (trained
+neural models, k examples only) live in :mod:`petrec.bench.id_baselines`; :func:`run_baseline`
+dispatches to them, so a suite lists them under ``baselines:`` like the statistics rows.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+
+from petrec.bench.id_baselines import ID_BASELINE_DESCRIPTIONS, ID_BASELINES, run_id_baseline
 
 #: Pseudo-count of the smoothed item like rate.
 ITEM_PRIOR_STRENGTH = 10.0
@@ -110,11 +116,15 @@ def _logreg(train: Any, stats: ItemStats) -> tuple[Callable[[np.ndarray], np.nda
 
 
 #: name → fit(train split, item stats) → (score function over features, trained parameter count).
-BASELINES: dict[str, Callable[[Any, ItemStats], tuple[Callable[[np.ndarray], np.ndarray], int]]] = {
+STATS_BASELINES: dict[str, Callable[[Any, ItemStats], tuple[Callable[[np.ndarray], np.ndarray], int]]] = {
     "history-share": _history_share,
     "item-rate": _item_rate,
     "logreg-counts": _logreg,
 }
+
+#: Every baseline a suite may list under ``baselines:`` → its one-line description: the
+#: statistics scorers above and the ID-based sequence models of :mod:`petrec.bench.id_baselines`.
+BASELINES: dict[str, str] = {**BASELINE_DESCRIPTIONS, **ID_BASELINE_DESCRIPTIONS}
 
 
 _CACHE: dict[str, Any] = {}
@@ -138,7 +148,10 @@ def run_baseline(name: str, config: dict[str, Any]) -> dict[str, Any]:
     Args:
         name: A key of :data:`BASELINES`.
         config: A run config; ``config["data"]`` holds :class:`petrec.data.DataConfig` fields
-            (``few_shot_k`` and ``seed`` select the same k examples the model runs train on).
+            (``few_shot_k`` and ``seed`` select the same k examples the model runs train on);
+            the ID baselines (:data:`petrec.bench.id_baselines.ID_BASELINES`) also read an
+            optional ``config["id_ctr"]`` (:class:`petrec.bench.id_baselines.IDCTRConfig` fields)
+            and use ``data.seed`` as their training seed.
 
     Returns:
         A ``metrics.json``-shaped dict: ``valid``, ``test`` (ctr metrics), ``valid_best``,
@@ -156,9 +169,11 @@ def run_baseline(name: str, config: dict[str, Any]) -> dict[str, Any]:
     if data_cfg.task != "ctr":
         raise BaselineError(f"baseline {name!r} needs data.task='ctr', got {data_cfg.task!r}")
     splits = _prepared(data_cfg, prepare)
+    if name in ID_BASELINES:
+        return run_id_baseline(name, data_cfg, splits, config.get("id_ctr"), BaselineError)
     block = _prepared(dataclasses.replace(data_cfg, few_shot_k=None), prepare)["train"]
     stats = ItemStats.from_split(list(block["item_id"]), [int(v) for v in block["label"]])
-    score, n_params = BASELINES[name](splits["train"], stats)
+    score, n_params = STATS_BASELINES[name](splits["train"], stats)
     out: dict[str, Any] = {}
     for split in ("valid", "test"):
         out[split] = compute_ctr(_labels(splits[split]), score(features(splits[split], stats)))

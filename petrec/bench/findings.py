@@ -14,6 +14,12 @@ import pandas as pd
 from petrec.bench.aggregate import lower_is_better
 
 
+def _baseline_kind(name: str) -> str:
+    """How a findings line names a baseline row: plain statistics or a trained ID-based model."""
+    from petrec.bench.baselines import STATS_BASELINES
+
+    return "statistics" if name in STATS_BASELINES else "ID-based sequence model"
+
 def _cell(summary: pd.DataFrame, table: str, variant: str, k: str) -> pd.DataFrame:
     return summary[(summary["table"] == table) & (summary["variant"] == variant) & (summary["k_label"] == k)]
 
@@ -87,7 +93,7 @@ def compare_methods(summary: pd.DataFrame, meta: dict[str, Any]) -> list[str]:
             parts.append(f"full {full['metric_mean'].iloc[0]:.4f}")
         if not base.empty:
             b = pick(base)
-            parts.append(f"best statistics baseline {b['method']} {b['metric_mean']:.4f}")
+            parts.append(f"best baseline {b['method']} ({_baseline_kind(b['method'])}) {b['metric_mean']:.4f}")
         for label, values in refs.get(table, {}).items():
             if k in values:
                 parts.append(f"{label} (published) {values[k]:.4f}")
@@ -102,7 +108,7 @@ def compare_methods(summary: pd.DataFrame, meta: dict[str, Any]) -> list[str]:
             best, b = pick(peft), pick(base)
             beats = best["metric_mean"] < b["metric_mean"] if low else best["metric_mean"] > b["metric_mean"]
             parts.append("the best parameter-efficient method " + ("beats" if beats else "does NOT beat")
-                         + " the best statistics baseline")
+                         + f" the best baseline ({b['method']})")
         failed = part[part["n_failed"] > 0]
         if not failed.empty:
             parts.append("failed runs: " + ", ".join(f"{r['method']} ({r['n_failed']}/{r['n_runs']})"

@@ -74,7 +74,7 @@ def metric_vs_params(part: pd.DataFrame, table: str, refs: dict[str, dict[str, f
         k0 = primary_k(part)
         for i, (_, r) in enumerate(base[base["k_label"] == k0].iterrows()):
             ax.axhline(r["metric_mean"], ls="--", lw=1, color=f"C{i + 3}",
-                       label=f"{r['method']} (statistics, k={k0})")
+                       label=f"{r['method']} (baseline, k={k0})")
     for i, (label, values) in enumerate(refs.items()):
         for k in ks:
             if k in values:

@@ -266,7 +266,8 @@ def render(summary: pd.DataFrame, runs: pd.DataFrame, meta: dict[str, Any], styl
             "std and CI need ≥ 2 seeds.",
             "- mem ÷ full and speed ÷ full divide by the `full` fine-tuning row of the same table; "
             "peak memory is measured in the run's own process.",
-            "- baselines are plain statistics computed in-process (no memory or speed numbers); "
+            "- baselines run in-process: plain statistics, and small ID-based sequence models trained "
+            "on the CPU (no memory or speed numbers); "
             "rows marked 'published, not run here' are reference numbers from papers.",
             "- every run's raw record is in runs/<run_id>.json; runs.csv has one row per run, "
             "summary.csv one row per table cell.", ""]

@@ -100,7 +100,8 @@ def test_references_goals_and_baselines_appear(tmp_path: Path) -> None:
     assert "| lora | 10 | 1.0000 | 0.7150 ± 0.0071" in md
     assert md.index("history-share (baseline)") < md.index("| full |")  # baselines first
     assert "lora − full = +0.0000 (within 1 point)" in md
-    assert "does NOT beat the best statistics baseline" in md
+    assert "does NOT beat the best baseline (history-share)" in md
+    assert "best baseline history-share (statistics) 0.7260" in md
 
 
 def test_formatters_and_pareto_front() -> None:

@@ -49,8 +49,15 @@ class GRU4Rec(nn.Module):
         one left-padded batch layout (the last column is the most recent item); packing the
         sequences would avoid the padded steps at extra cost and is not needed for correctness.
         """
-        x = self.drop(self.items(input_ids))
-        out, _ = self.rnn(x)
+        return self.encode_embeddings(self.items(input_ids))
+
+    def encode_embeddings(self, emb: torch.Tensor) -> torch.Tensor:
+        """``(B, L, d)`` left-padded input embeddings → ``(B, L, d)`` outputs (the encoder part).
+
+        :meth:`encode` is this over the item embeddings; other heads (the binary CTR model of
+        :mod:`petrec.models.sequential.ctr`) feed their own inputs, zero at padded steps.
+        """
+        out, _ = self.rnn(self.drop(emb))
         return self.proj(self.drop(out))
 
     def forward(

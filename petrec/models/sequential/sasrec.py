@@ -156,10 +156,21 @@ class SASRec(nn.Module):
     def encode(self, input_ids: torch.Tensor) -> torch.Tensor:
         """``(B, L)`` left-padded tokens → ``(B, L, d)`` causal representations (last max_len used)."""
         input_ids = input_ids[:, -self.cfg.max_len :]
-        table = self.item_table()
-        n = input_ids.shape[1]
-        valid = input_ids > 0
-        x = table[input_ids] * math.sqrt(self.cfg.hidden)
+        return self.encode_embeddings(self.item_table()[input_ids], input_ids > 0)
+
+    def encode_embeddings(self, emb: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """``(B, L, d)`` left-padded input embeddings + ``(B, L)`` validity → ``(B, L, d)``.
+
+        The encoder part of :meth:`encode` (scaling, positions, causal blocks), for heads that
+        build their own inputs (the binary CTR model of :mod:`petrec.models.sequential.ctr`).
+
+        Raises:
+            ValueError: ``L`` exceeds ``max_len`` (there is no position embedding for it).
+        """
+        n = emb.shape[1]
+        if n > self.cfg.max_len:
+            raise ValueError(f"SASRec.encode_embeddings: {n} positions > max_len={self.cfg.max_len}")
+        x = emb * math.sqrt(self.cfg.hidden)
         x = x + self.position(torch.arange(self.cfg.max_len - n, self.cfg.max_len, device=x.device))
         x = self.emb_drop(x) * valid.unsqueeze(-1)
         eye = torch.eye(n, dtype=torch.bool, device=x.device)
