@@ -3,8 +3,9 @@
 Every fine-tuned MiniLM method stayed near chance on P1 (test AUC 0.53-0.55, see
 benchmarks/results/ml100k-ctr), while a 3-feature logistic regression on history counts reaches
 0.745. This script separates "the encoder's features do not carry the history-share signal"
-from "our fine-tuning fails to find it": it embeds every P1 prompt once (mean pooling, the
-BehaviourModel's pooling), fits an L2 logistic regression on the 8,000 training prompts
+from "our fine-tuning fails to find it": it embeds every P1 prompt once (``--pooling mean``,
+the sentence-transformers pooling of this checkpoint, or ``cls``, the first token, which is what
+BehaviourModel's ``pooling: auto`` picks for encoders), fits an L2 logistic regression on the 8,000 training prompts
 (C chosen on valid AUC), and reports valid / test AUC, plus the same probe with the
 history-share feature appended as a control. ``--few-shot 256`` repeats the probe on the
 few-shot training samples the suite's runs get (seeds 1-3), and ``--save`` keeps the features.
@@ -30,8 +31,8 @@ from petrec.paths import minilm_path
 
 
 @torch.inference_mode()
-def embed(model: torch.nn.Module, ids: list[list[int]], batch: int = 64) -> np.ndarray:
-    """Mean-pooled last hidden states of token-id lists."""
+def embed(model: torch.nn.Module, ids: list[list[int]], batch: int = 64, pooling: str = "mean") -> np.ndarray:
+    """Mean-pooled (or first-token, ``cls``) last hidden states of token-id lists."""
     out = []
     for i in range(0, len(ids), batch):
         rows = ids[i:i + batch]
@@ -42,6 +43,9 @@ def embed(model: torch.nn.Module, ids: list[list[int]], batch: int = 64) -> np.n
             x[j, :len(r)] = torch.tensor(r)
             mask[j, :len(r)] = 1
         h = model(input_ids=x, attention_mask=mask).last_hidden_state
+        if pooling == "cls":
+            out.append(h[:, 0].numpy())
+            continue
         m = mask.unsqueeze(-1).float()
         out.append(((h * m).sum(1) / m.sum(1)).numpy())
     return np.concatenate(out)
@@ -76,6 +80,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--few-shot", type=int, default=0, help="also probe k-shot samples (seeds 1-3)")
     parser.add_argument("--save", default=None, help="write the features and labels to this .npz")
+    parser.add_argument("--pooling", choices=("mean", "cls"), default="mean",
+                        help="mean: sentence-transformers' pooling for this model; cls: the first token, "
+                             "what BehaviourModel's pooling='auto' picks for encoders")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     tick = time.perf_counter()
@@ -87,7 +94,7 @@ def main(argv: list[str] | None = None) -> None:
     for name in ("train", "valid", "test"):
         split = tokenize_examples(data.splits[name], tok, max_length=args.max_length, items=data.items,
                                   template="tallrec", task="ctr")
-        feats[name] = embed(model, split["input_ids"])
+        feats[name] = embed(model, split["input_ids"], pooling=args.pooling)
         labels[name] = np.asarray(split["label"])
         share[name] = history_share(split)
         kept[name] = float(np.mean(split["n_history_kept"]))
@@ -100,13 +107,14 @@ def main(argv: list[str] | None = None) -> None:
     for seed in (1, 2, 3) if args.few_shot else ():
         split = few_shot_split(seed)
         name = f"k{args.few_shot}_s{seed}"
-        feats[name] = embed(model, split["input_ids"])
+        feats[name] = embed(model, split["input_ids"], pooling=args.pooling)
         labels[name] = np.asarray(split["label"])
         share[name] = history_share(split)
     if args.save:
         np.savez(args.save, **{f"{k}__x": v for k, v in feats.items()},
                  **{f"{k}__y": v for k, v in labels.items()}, **{f"{k}__share": v for k, v in share.items()})
-    result: dict[str, object] = {"max_length": args.max_length, "mean_history_items_kept": kept}
+    result: dict[str, object] = {"max_length": args.max_length, "pooling": args.pooling,
+                                 "mean_history_items_kept": kept}
     train_sets = ["train"] + [k for k in feats if k.startswith("k")]
     for train_name in train_sets:
         for variant in ("frozen", "frozen+history_share"):

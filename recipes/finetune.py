@@ -101,6 +101,11 @@ def main(argv: list[str] | None = None) -> dict:
     set_seed(cfg.train.seed)
     model = build_model(cfg.model)
     accelerator.print(petrec.trainable_report(model))
+    if cfg.model.pooling == "auto" and accelerator.is_main_process:
+        # Record what "auto" resolved to, so reloading this run never depends on the rule.
+        written = to_dict(cfg)
+        written["model"]["pooling"] = model.pooling
+        (out / "config.yaml").write_text(yaml.safe_dump(written, sort_keys=False), encoding="utf-8")
 
     # 3. Loaders.
     item_loader, collate_kwargs = None, {}

@@ -28,7 +28,7 @@ from transformers.utils import ModelOutput
 
 from petrec.methods.prompt import PROMPT_ATTR
 from petrec.models.config import ModelConfig, PetrecModelError
-from petrec.models.pooling import pool
+from petrec.models.pooling import pool, resolve_pooling
 
 __all__ = [
     "BehaviourModel",
@@ -163,7 +163,7 @@ class BehaviourModel(nn.Module):
         self.backbone = backbone
         self.cfg = cfg
         self.is_decoder = is_decoder
-        self.pooling = cfg.pooling if cfg.pooling != "auto" else ("last" if is_decoder else "cls")
+        self.pooling = resolve_pooling(cfg.pooling, backbone, is_decoder=is_decoder)
         hidden = int(backbone.config.hidden_size)
         self.hidden_size = hidden
         self.dropout = nn.Dropout(cfg.dropout)

@@ -36,7 +36,9 @@ class ModelConfig:
     """``ctr`` (one logit, BCE), ``rating`` (one value, MSE) or ``next_item`` (embeddings, in-batch CE)."""
     pooling: Pooling = "auto"
     """``cls`` (first real token), ``mean`` (over the mask), ``last`` (last real token);
-    ``auto`` = ``cls`` for encoders, ``last`` for decoders."""
+    ``auto`` = the checkpoint's own sentence-transformers pooling when its folder has
+    ``1_Pooling/config.json`` (mean for the packaged MiniLM), else ``cls`` for encoders and
+    ``last`` for decoders."""
     head_hidden: int = 0
     """Width of the head's hidden layer; 0 = a single linear layer."""
     dropout: float = 0.1

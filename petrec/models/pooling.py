@@ -7,11 +7,49 @@ zero), so a non-finite value at a padding position cannot leak into the result.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Any
+
 import torch
 
 from petrec.models.config import PetrecModelError
 
-__all__ = ["first_token_index", "last_token_index", "pool"]
+__all__ = ["first_token_index", "last_token_index", "pool", "resolve_pooling"]
+
+#: sentence-transformers' pooling flags (``1_Pooling/config.json``) → petrec's pooling names.
+_ST_MODES = (("pooling_mode_mean_tokens", "mean"), ("pooling_mode_cls_token", "cls"),
+             ("pooling_mode_lasttoken", "last"))
+
+
+def resolve_pooling(choice: str, backbone: Any, *, is_decoder: bool) -> str:
+    """The pooling a model uses: ``choice`` itself unless it is ``auto``.
+
+    ``auto`` follows what the checkpoint was trained with where it says so: a
+    sentence-transformers folder (``1_Pooling/config.json`` beside the weights, as the packaged
+    all-MiniLM-L6-v2 has) names its pooling, and its CLS token was never trained as a sentence
+    vector (on P1 a linear probe on MiniLM's CLS states scores test AUC 0.608, on its mean-pooled
+    states 0.669; benchmarks/results/ml100k-ctr). Otherwise ``last`` for decoders, ``cls`` for
+    encoders.
+
+    Args:
+        choice: ``cls``, ``mean``, ``last`` or ``auto``.
+        backbone: The loaded Hugging Face model (its ``config.name_or_path`` locates the folder).
+        is_decoder: Whether the backbone is a causal decoder.
+    """
+    if choice != "auto":
+        return choice
+    folder = getattr(getattr(backbone, "config", None), "name_or_path", "") or ""
+    st_config = Path(folder) / "1_Pooling" / "config.json"
+    if folder and st_config.is_file():
+        try:
+            flags = json.loads(st_config.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            flags = {}
+        for key, name in _ST_MODES:
+            if flags.get(key):
+                return name
+    return "last" if is_decoder else "cls"
 
 
 def _checked_mask(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -243,3 +244,29 @@ def test_no_split_modules_forwarded_for_fsdp_auto_wrap(family: str, layer: str) 
     model = make(family)
     assert layer in model._no_split_modules
     assert model._no_split_modules == list(model.backbone._no_split_modules)
+
+
+@pytest.mark.parametrize(("flags", "expected"), [
+    ({"pooling_mode_mean_tokens": True, "pooling_mode_cls_token": False}, "mean"),
+    ({"pooling_mode_mean_tokens": False, "pooling_mode_cls_token": True}, "cls"),
+    ({"pooling_mode_max_tokens": True}, "cls"),  # not a petrec pooling: the encoder default
+    (None, "cls"),  # no sentence-transformers config beside the weights
+])
+def test_auto_pooling_follows_a_sentence_transformers_checkpoint(tmp_path, flags, expected) -> None:
+    from petrec.models.pooling import resolve_pooling
+
+    backbone = make("bert").backbone
+    backbone.config.name_or_path = str(tmp_path)
+    if flags is not None:
+        (tmp_path / "1_Pooling").mkdir()
+        (tmp_path / "1_Pooling" / "config.json").write_text(json.dumps(flags))
+    assert resolve_pooling("auto", backbone, is_decoder=False) == expected
+    assert resolve_pooling("last", backbone, is_decoder=False) == "last"  # explicit always wins
+
+
+def test_the_packaged_minilm_pools_by_mean_as_it_was_trained() -> None:
+    from petrec.models.build import load_backbone
+
+    cfg = ModelConfig(backbone="minilm", method="head")
+    backbone, is_decoder = load_backbone(cfg)
+    assert BehaviourModel(backbone, cfg, is_decoder=is_decoder).pooling == "mean"

@@ -64,6 +64,8 @@ def test_every_config_runs_end_to_end_on_a_tiny_model(
     assert (out / "train_log.jsonl").is_file()
     reloaded = load_config(finetune.FinetuneConfig, out / "config.yaml")
     assert reloaded.model.method == raw["model"]["method"]
+    # "auto" is written down as what it resolved to (tiny BERT: no sentence-transformers config → cls).
+    assert reloaded.model.pooling == (raw["model"].get("pooling") or "cls")
 
 
 @pytest.mark.parametrize(

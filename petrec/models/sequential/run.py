@@ -85,6 +85,13 @@ class SeqModelConfig:
     """SASRec: ce (all items) or bce (sampled negatives)."""
     negatives: int = 1
     """SASRec bce: negatives per position."""
+    init: str = "default"
+    """SASRec / text: default (torch's inits, position table N(0, 1)) or normal (every weight
+    N(0, init_std), zero biases: the RecSys 2023 code)."""
+    init_std: float = 0.02
+    """SASRec / text: standard deviation of init=normal."""
+    block: str = "pre_ln"
+    """SASRec / text: pre_ln (standard pre-norm block) or pmixer (SASRec.pytorch's block)."""
     cell: str = "gru"
     """GRU4Rec: gru or lstm."""
     layers: int = 1
@@ -181,7 +188,8 @@ def build_model(cfg: SeqModelConfig, n_users: int, n_items: int,
         return GRU4Rec(n_items, cfg.hidden, cfg.layers, cfg.dropout, cfg.cell)
     if cfg.name == "caser":
         return Caser(n_users, n_items, cfg.hidden, cfg.window, dropout=cfg.dropout)
-    sas = SASRecConfig(cfg.hidden, cfg.max_len, cfg.blocks, cfg.heads, cfg.dropout, cfg.loss, cfg.negatives)
+    sas = SASRecConfig(cfg.hidden, cfg.max_len, cfg.blocks, cfg.heads, cfg.dropout, cfg.loss, cfg.negatives,
+                       init=cfg.init, init_std=cfg.init_std, block=cfg.block)
     if cfg.name == "sasrec":
         return SASRec(n_items, sas)
     if text_embeddings is None:

@@ -45,6 +45,15 @@ class SASRecConfig:
     """``ce``: cross-entropy over all items; ``bce``: BCE with ``negatives`` sampled negatives."""
     negatives: int = 1
     """Negatives per position for ``loss="bce"``."""
+    init: str = "default"
+    """``default``: item table N(0, 1/hidden), position table N(0, 1) (``nn.Embedding``'s
+    default), torch's default Linear init; ``normal``: every Linear / embedding weight
+    N(0, ``init_std``) with zero biases, as the RecSys 2023 code (item and position tables alike)."""
+    init_std: float = 0.02
+    """Standard deviation of ``init="normal"``."""
+    block: str = "pre_ln"
+    """``pre_ln``: x + attn(LN(x)), x + ffn(LN(x)); ``pmixer``: the block of pmixer/SASRec.pytorch
+    and the RecSys 2023 code: q = LN(x), x = q + attn(q, x, x), x = LN(x), x = x + ffn(x)."""
 
     def __post_init__(self) -> None:
         if (
@@ -63,6 +72,13 @@ class SASRecConfig:
             raise ValueError(f"SASRecConfig.dropout must be in [0, 1), got {self.dropout}")
         if self.loss not in ("ce", "bce"):
             raise ValueError(f"SASRecConfig.loss={self.loss!r}; accepted: ce, bce")
+        if self.init not in ("default", "normal") or self.init_std <= 0:
+            raise ValueError(
+                f"SASRecConfig.init={self.init!r} (accepted: default, normal), "
+                f"init_std={self.init_std} must be > 0"
+            )
+        if self.block not in ("pre_ln", "pmixer"):
+            raise ValueError(f"SASRecConfig.block={self.block!r}; accepted: pre_ln, pmixer")
 
 
 class IDItemEmbedding(nn.Module):
@@ -88,17 +104,21 @@ class CausalSelfAttention(nn.Module):
         self.heads, self.dropout = heads, dropout
         self.q, self.k, self.v, self.out = (nn.Linear(hidden, hidden) for _ in range(4))
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """``x``: (B, L, d); ``mask``: (B, 1, L, L) boolean, True = may attend."""
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor, kv: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``x``: (B, L, d) queries (and keys / values unless ``kv``); ``mask``: (B, 1, L, L)
+        boolean, True = may attend."""
         b, n, d = x.shape
+        kv = x if kv is None else kv
 
         def split(t: torch.Tensor) -> torch.Tensor:
             return t.view(b, n, self.heads, d // self.heads).transpose(1, 2)
 
         y = F.scaled_dot_product_attention(
             split(self.q(x)),
-            split(self.k(x)),
-            split(self.v(x)),
+            split(self.k(kv)),
+            split(self.v(kv)),
             attn_mask=mask,
             dropout_p=self.dropout if self.training else 0.0,
         )
@@ -106,10 +126,16 @@ class CausalSelfAttention(nn.Module):
 
 
 class Block(nn.Module):
-    """Pre-norm transformer block: attention then a two-layer feed-forward network."""
+    """Transformer block: attention then a two-layer feed-forward network.
 
-    def __init__(self, hidden: int, heads: int, dropout: float) -> None:
+    ``kind="pre_ln"``: the usual pre-norm block. ``kind="pmixer"``: SASRec.pytorch's block (also
+    the RecSys 2023 code's): only the queries are normalised, the attention residual starts
+    from the normalised queries, and the feed-forward residual from the normalised stream.
+    """
+
+    def __init__(self, hidden: int, heads: int, dropout: float, kind: str = "pre_ln") -> None:
         super().__init__()
+        self.kind = kind
         self.norm1, self.norm2 = nn.LayerNorm(hidden), nn.LayerNorm(hidden)
         self.attn = CausalSelfAttention(hidden, heads, dropout)
         self.ffn = nn.Sequential(
@@ -118,6 +144,10 @@ class Block(nn.Module):
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        if self.kind == "pmixer":
+            q = self.norm1(x)
+            x = self.norm2(q + self.attn(q, mask, kv=x))  # no residual dropout there either
+            return x + self.drop(self.ffn(x))
         x = x + self.drop(self.attn(self.norm1(x), mask))
         return x + self.drop(self.ffn(self.norm2(x)))
 
@@ -136,9 +166,26 @@ class SASRec(nn.Module):
         )
         self.position = nn.Embedding(c.max_len, c.hidden)
         self.emb_drop = nn.Dropout(c.dropout)
-        self.blocks = nn.ModuleList(Block(c.hidden, c.heads, c.dropout) for _ in range(c.blocks))
+        self.blocks = nn.ModuleList(
+            Block(c.hidden, c.heads, c.dropout, c.block) for _ in range(c.blocks)
+        )
         self.final_norm = nn.LayerNorm(c.hidden)
         self._cache: dict[str, torch.Tensor] = {}  # a plain dict: never part of state_dict
+        if c.init == "normal":
+            self._normal_init(c.init_std)
+
+    def _normal_init(self, std: float) -> None:
+        """N(0, std) for every Linear / embedding weight (padding row kept zero), zero biases."""
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.normal_(module.weight, std=std)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Embedding) and module.weight.requires_grad:
+                nn.init.normal_(module.weight, std=std)
+                if module.padding_idx is not None:
+                    with torch.no_grad():
+                        module.weight[module.padding_idx].zero_()
 
     def train(self, mode: bool = True) -> SASRec:
         """Switch mode; leaving eval drops the item table cached for evaluation."""
