@@ -36,7 +36,7 @@ P2_END=$(( $(left) - 30 ))
 ( timeout $(( P2_END / 2 )) $PY -m pytest -q -p no:cacheprovider -m gpu tests/methods > "$OUT/gpu_tests.log" 2>&1
   timeout $(( P2_END / 2 )) $PY benchmarks/gpu_methods_check.py > "$OUT/gpu_methods_check.json" \
     2> "$OUT/gpu_methods_check.log" ) &
-for run in sasrec-ce sasrec-bce gru4rec caser bpr,popularity; do
+for run in sasrec-ce-ref sasrec-ce sasrec-bce gru4rec caser bpr,popularity; do
   timeout $P2_END $PY -m petrec.models.sequential.suite --suite benchmarks/suites/ml1m-next-item-gpu.yaml \
     --work /tmp/petrec_runs --only "$run" > "$OUT/p3_${run%%,*}.log" 2>&1 &
 done

@@ -50,9 +50,11 @@ def test_every_model_trains_and_scores_all_items(name: str) -> None:
     assert scores.shape == (5, 7)
 
 
-def test_sasrec_is_causal_and_ignores_left_padding() -> None:
+@pytest.mark.parametrize("block,init", [("pre_ln", "default"), ("pmixer", "normal")])
+def test_sasrec_is_causal_and_ignores_left_padding(block: str, init: str) -> None:
     torch.manual_seed(0)
-    model = SASRec(20, SASRecConfig(hidden=16, max_len=12, blocks=2, heads=2, dropout=0.0)).eval()
+    cfg = SASRecConfig(hidden=16, max_len=12, blocks=2, heads=2, dropout=0.0, block=block, init=init)
+    model = SASRec(20, cfg).eval()
     x = torch.tensor([[0, 0, 3, 4, 5, 6, 7, 8]])
     with torch.no_grad():
         base = model.encode(x)
@@ -62,6 +64,19 @@ def test_sasrec_is_causal_and_ignores_left_padding() -> None:
     assert not torch.allclose(base[:, -1], changed[:, -1])
     torch.testing.assert_close(padded[:, -6:], base[:, -6:], rtol=1e-5, atol=1e-6)
     assert torch.count_nonzero(base[:, :2].abs().sum(-1) - base[:, :2].abs().sum(-1)) == 0
+
+
+def test_sasrec_normal_init_scales_every_table_and_keeps_padding_zero() -> None:
+    torch.manual_seed(0)
+    default = SASRec(500, SASRecConfig(hidden=32, max_len=200))
+    model = SASRec(500, SASRecConfig(hidden=32, max_len=200, init="normal", init_std=0.02))
+    assert default.position.weight.std() > 0.5  # nn.Embedding's N(0, 1)
+    for table in (model.position.weight, model.items.table()[1:], model.blocks[0].attn.q.weight):
+        assert abs(float(table.detach().std()) - 0.02) < 0.003
+    assert torch.count_nonzero(model.items.table()[0]) == 0
+    assert torch.count_nonzero(model.blocks[0].ffn[0].bias) == 0
+    with pytest.raises(ValueError):
+        SASRecConfig(block="post_ln")
 
 
 def test_sasrec_caches_the_item_table_only_in_no_grad_eval() -> None:
