@@ -24,6 +24,15 @@ FAMILIES = ("bert", "gpt2", "llama", "qwen2")
 DECODERS = ("gpt2", "llama", "qwen2")
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # On the shared 2-core box two spinning intra-op threads are slower than one.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def tiny_config(family: str, dropout: float = 0.1) -> PretrainedConfig:
     """A 2-layer, hidden-32 random config of ``family``."""
     if family == "bert":

@@ -37,15 +37,6 @@ N_ITEMS = 16
 ENCODERS = ["gru4rec", "caser", "sasrec"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # On the shared 2-core box two spinning intra-op threads are slower than one.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def planted(pattern: str, n: int, seed: int) -> dict[str, list]:
     """``n`` P1-style examples (columns of petrec.data ctr splits) following ``pattern``."""
     rng = random.Random(seed)

@@ -10,15 +10,6 @@ import torch
 from petrec.models.sequential import data as D
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # On the shared 2-core box two spinning intra-op threads are slower than one.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _distinct_data(n_users: int = 40, seed: int = 0) -> D.SeqData:
     # Every user's items are distinct, so an item identifies its position in the sequence.
     rng = np.random.default_rng(seed)

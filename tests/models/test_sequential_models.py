@@ -18,16 +18,6 @@ from petrec.models.sequential.run import SeqModelConfig, build_model, train_data
 from petrec.models.sequential.sasrec import SASRec, SASRecConfig
 from petrec.models.sequential.text import encode_item_texts
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # On the shared 2-core box two spinning intra-op threads are slower than one.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 NAMES = ["popularity", "bpr", "gru4rec", "caser", "sasrec", "text"]
 
 

@@ -17,15 +17,6 @@ from petrec.models.sequential.run import SeqModelConfig, SeqRunConfig, build_mod
 from petrec.train import TrainConfig
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # On the shared 2-core box two spinning intra-op threads are slower than one.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _cfg(tmp_path, model: SeqModelConfig, epochs: int, lr: float = 0.01, batch: int = 32) -> SeqRunConfig:
     train = TrainConfig(output_dir=str(tmp_path), epochs=epochs, batch_size=batch, eval_batch_size=256, lr=lr,
                         warmup_ratio=0.0, weight_decay=0.0, progress=False, trackers=[], log_every_steps=1000,
