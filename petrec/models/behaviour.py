@@ -132,6 +132,13 @@ def _forward_accepts(cls: type, name: str) -> bool:
 
 
 def _make_head(hidden: int, out: int, cfg: ModelConfig) -> nn.Module:
+    head = _make_projection(hidden, out, cfg)
+    if cfg.head_norm and cfg.task != "next_item":
+        return nn.Sequential(nn.LayerNorm(hidden, elementwise_affine=False), head)
+    return head
+
+
+def _make_projection(hidden: int, out: int, cfg: ModelConfig) -> nn.Module:
     if cfg.head_hidden == 0:
         linear = nn.Linear(hidden, out)
         if cfg.task == "next_item":

@@ -41,6 +41,11 @@ class ModelConfig:
     ``last`` for decoders."""
     head_hidden: int = 0
     """Width of the head's hidden layer; 0 = a single linear layer."""
+    head_norm: bool = False
+    """ctr / rating: normalise the pooled vector (a LayerNorm without parameters) before the
+    head. Mean-pooled sentence-encoder states are tiny (MiniLM: per-feature std 0.03), which
+    starves a linear head of step size; on P1's frozen MiniLM features this took petrec's head
+    recipe from test AUC 0.58 to 0.647 (benchmarks/results/ml100k-ctr/NOTES.md)."""
     dropout: float = 0.1
     """Dropout on the pooled representation (and inside an MLP head); off in ``eval()``."""
     backbone_dropout: float | None = None
@@ -78,6 +83,11 @@ class ModelConfig:
         ):
             raise PetrecModelError(
                 f"model.head_hidden: expected an integer >= 0, got {self.head_hidden!r}"
+            )
+        if self.head_norm and self.task == "next_item":
+            raise PetrecModelError(
+                "model.head_norm applies to ctr / rating heads; next_item embeddings are "
+                "L2-normalised already"
             )
         if not 0.0 <= float(self.dropout) < 1.0:
             raise PetrecModelError(

@@ -270,3 +270,38 @@ def test_the_packaged_minilm_pools_by_mean_as_it_was_trained() -> None:
     cfg = ModelConfig(backbone="minilm", method="head")
     backbone, is_decoder = load_backbone(cfg)
     assert BehaviourModel(backbone, cfg, is_decoder=is_decoder).pooling == "mean"
+
+
+def test_head_norm_makes_the_score_blind_to_the_pooled_scale() -> None:
+    model = make("bert", head_norm=True, dropout=0.0).eval()
+    assert not [n for n, _ in model.head.named_parameters() if n.startswith("0.")]  # LN has no weights
+    h = torch.randn(4, model.hidden_size) * 0.3  # var 0.09 >> LayerNorm's eps
+    assert torch.allclose(model.head(h), model.head(h * 100.0), atol=1e-4)
+    plain = make("bert", dropout=0.0).eval()
+    assert not torch.allclose(plain.head(h), plain.head(h * 100.0), atol=1e-4)
+    with pytest.raises(PetrecModelError, match="head_norm applies to ctr / rating"):
+        ModelConfig(task="next_item", head_norm=True)
+
+
+def test_head_norm_model_saves_and_reloads_its_adapter(tmp_path) -> None:
+    import petrec
+
+    def base() -> BehaviourModel:
+        torch.manual_seed(0)
+        return make("bert", head_norm=True, dropout=0.0)
+
+    def build() -> BehaviourModel:
+        return petrec.attach(base(), "lora", r=4, alpha=8, head=["head"])
+
+    trained = build()
+    with torch.no_grad():
+        for p in trained.parameters():
+            if p.requires_grad:
+                p.add_(0.05 * torch.randn_like(p))
+    petrec.save_adapter(trained, tmp_path / "ad")
+    reloaded = petrec.load_adapter(base(), tmp_path / "ad").eval()
+    ids, mask = batch([[5, 6, 7, 8], [9, 10]])
+    trained.eval()
+    out = trained(input_ids=ids, attention_mask=mask).logits
+    assert torch.equal(out, reloaded(input_ids=ids, attention_mask=mask).logits)
+    assert not torch.equal(out, build().eval()(input_ids=ids, attention_mask=mask).logits)
