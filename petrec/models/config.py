@@ -45,7 +45,9 @@ class ModelConfig:
     """ctr / rating: normalise the pooled vector (a LayerNorm without parameters) before the
     head. Mean-pooled sentence-encoder states are tiny (MiniLM: per-feature std 0.03), which
     starves a linear head of step size; on P1's frozen MiniLM features this took petrec's head
-    recipe from test AUC 0.58 to 0.647 (benchmarks/results/ml100k-ctr/NOTES.md)."""
+    recipe from test AUC 0.58 to 0.647 (benchmarks/results/ml100k-ctr/NOTES.md). It also makes
+    the head's effective step ~30x larger: the quick start (LoRA, head_lr 1e-2) fell from test
+    AUC 0.652 to 0.588 with it, so lower ``train.head_lr`` when turning it on. Off by default."""
     dropout: float = 0.1
     """Dropout on the pooled representation (and inside an MLP head); off in ``eval()``."""
     backbone_dropout: float | None = None
