@@ -30,13 +30,20 @@ def higher_is_better(metric: str) -> bool:
     return base not in _LOWER_IS_BETTER
 
 
-def _model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask")}
+#: Batch keys a :class:`petrec.models.BehaviourModel` reads.
+TEXT_INPUTS = ("input_ids", "attention_mask")
 
 
 @torch.no_grad()
-def predict_scores(model: nn.Module, loader: Any, accelerator: Accelerator) -> tuple[np.ndarray, np.ndarray]:
+def predict_scores(model: nn.Module, loader: Any, accelerator: Accelerator,
+                   input_keys: tuple[str, ...] = TEXT_INPUTS) -> tuple[np.ndarray, np.ndarray]:
     """Model outputs and labels for a pointwise task, gathered over processes.
+
+    Args:
+        model: Returns an object with ``.logits`` (one per example).
+        loader: A prepared loader whose batches hold ``labels`` and ``input_keys``.
+        accelerator: The run's accelerator.
+        input_keys: Batch keys passed to the model.
 
     Returns:
         ``(predictions, labels)`` as float64 arrays, one entry per example, in loader order.
@@ -44,7 +51,7 @@ def predict_scores(model: nn.Module, loader: Any, accelerator: Accelerator) -> t
     model.eval()
     preds, labels = [], []
     for batch in loader:
-        out = model(**_model_inputs(batch))
+        out = model(**{k: v for k, v in batch.items() if k in input_keys})
         logits = out.logits.reshape(-1).float()
         p, y = accelerator.gather_for_metrics((logits, batch["labels"].reshape(-1).float()))
         preds.append(p.cpu())
@@ -52,9 +59,10 @@ def predict_scores(model: nn.Module, loader: Any, accelerator: Accelerator) -> t
     return torch.cat(preds).double().numpy(), torch.cat(labels).double().numpy()
 
 
-def evaluate_ctr(model: nn.Module, loader: Any, accelerator: Accelerator) -> dict[str, float]:
+def evaluate_ctr(model: nn.Module, loader: Any, accelerator: Accelerator,
+                 input_keys: tuple[str, ...] = TEXT_INPUTS) -> dict[str, float]:
     """AUC (first: the default selection metric), log loss, accuracy and F1 of click/like logits."""
-    logits, labels = predict_scores(model, loader, accelerator)
+    logits, labels = predict_scores(model, loader, accelerator, input_keys)
     return {**M.compute_ctr(labels.astype(np.int64), logits, from_logits=True), "n_examples": float(len(labels))}
 
 

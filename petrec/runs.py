@@ -8,6 +8,7 @@ each into its own dataclass, so this module does not depend on the recipe file.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,10 +16,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader
 
 import petrec
-from petrec.collate import BehaviourCollator
+from petrec.collate import pad_sequences
 from petrec.config import ConfigError, from_dict, read_yaml
 from petrec.data import DataConfig, DataError
 from petrec.models import BehaviourModel, ModelConfig, load_tokenizer
@@ -51,19 +51,36 @@ def load_run(folder: str | os.PathLike[str], *, data_dir: str | None = None) -> 
     for needed in ("config.yaml", "adapter"):
         if not (folder / needed).exists():
             raise ConfigError(f"{folder} is not a petrec run folder: {needed} is missing")
-    raw = read_yaml(folder / "config.yaml")
-    data_raw = dict(raw.get("data") or {})
-    if data_dir is not None:
-        data_raw["data_dir"] = data_dir
-    data_cfg = from_dict(DataConfig, data_raw, prefix="data.")
-    model_cfg = from_dict(ModelConfig, raw.get("model") or {}, prefix="model.")
+    data_cfg, model_cfg, max_length = read_run_config(folder, data_dir)
     # The plain base (backbone + fresh head); load_adapter re-applies the saved method,
     # quantization included, and restores every trained tensor (head too).
     backbone, is_decoder = load_backbone(model_cfg)
     model = petrec.load_adapter(BehaviourModel(backbone, model_cfg, is_decoder=is_decoder), folder / "adapter")
     model.eval()
-    return TrainedRun(folder, data_cfg, model_cfg, model, load_tokenizer(model_cfg),
-                      int(raw.get("max_length", 128)))
+    return TrainedRun(folder, data_cfg, model_cfg, model, load_tokenizer(model_cfg), max_length)
+
+
+def read_run_config(folder: str | os.PathLike[str],
+                    data_dir: str | None = None) -> tuple[DataConfig, ModelConfig, int]:
+    """A run's (or an export's) ``config.yaml`` as ``(DataConfig, ModelConfig, max_length)``.
+
+    Only these sections are read back, each into its own dataclass, so this does not depend on
+    the recipe file.
+
+    Args:
+        folder: Holds ``config.yaml``.
+        data_dir: Override of ``data.data_dir`` (the data may live elsewhere now).
+
+    Raises:
+        ConfigError: A missing file or a wrong key (named in the message).
+    """
+    raw = read_yaml(Path(folder) / "config.yaml")
+    data_raw = dict(raw.get("data") or {})
+    if data_dir is not None:
+        data_raw["data_dir"] = data_dir
+    return (from_dict(DataConfig, data_raw, prefix="data."),
+            from_dict(ModelConfig, raw.get("model") or {}, prefix="model."),
+            int(raw.get("max_length", 128)))
 
 
 @torch.no_grad()
@@ -80,18 +97,34 @@ def score_examples(run: TrainedRun, examples: Any, *, items: Any = None, batch_s
         raise ValueError(f"scoring needs a ctr or rating model, this run is {run.model_cfg.task!r}")
     tokens = petrec.data.tokenize_examples(examples, run.tokenizer, max_length=run.max_length, items=items,
                                            template=run.data.template, task=run.model_cfg.task)
-    collate = BehaviourCollator(run.model_cfg.task, run.tokenizer.pad_token_id, run.tokenizer.padding_side)
-    label_col = "label" if run.model_cfg.task == "ctr" else "rating"
-    tokens = tokens.select_columns(["input_ids"])
-    loader = DataLoader(tokens, batch_size=batch_size,
-                        collate_fn=lambda rows: collate([{**r, label_col: 0} for r in rows]))
-    device = next(run.model.parameters()).device
+    return score_token_ids(run.model, run.model_cfg.task, tokens["input_ids"], run.tokenizer,
+                           batch_size=batch_size).cpu().numpy()
+
+
+@torch.no_grad()
+def score_token_ids(model: BehaviourModel, task: str, seqs: Sequence[Sequence[int]], tokenizer: Any, *,
+                    batch_size: int = 64) -> torch.Tensor:
+    """Click probabilities (ctr) or predicted ratings of token-id lists, in order.
+
+    The one scoring pass behind :func:`score_examples`, ``petrec.deploy.load.score_requests``
+    and the server: pad each batch on the tokenizer's side, forward, sigmoid for ctr.
+
+    Args:
+        model: A ctr / rating behaviour model (its device is used).
+        task: ``ctr`` or ``rating``.
+        seqs: Token ids per example.
+        tokenizer: Gives ``pad_token_id`` and ``padding_side``.
+        batch_size: Examples per forward pass.
+    """
+    device = next(model.parameters()).device
     out = []
-    for batch in loader:
-        logits = run.model(input_ids=batch["input_ids"].to(device),
-                           attention_mask=batch["attention_mask"].to(device)).logits.reshape(-1).float()
-        out.append(torch.sigmoid(logits) if run.model_cfg.task == "ctr" else logits)
-    return torch.cat(out).cpu().numpy() if out else np.zeros(0)
+    for start in range(0, len(seqs), batch_size):
+        chunk = seqs[start:start + batch_size]
+        ids = pad_sequences(chunk, tokenizer.pad_token_id, tokenizer.padding_side)
+        mask = pad_sequences([[1] * len(s) for s in chunk], 0, tokenizer.padding_side)
+        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.reshape(-1).float()
+        out.append(torch.sigmoid(logits) if task == "ctr" else logits)
+    return torch.cat(out) if out else torch.zeros(0)
 
 
 def read_candidates_csv(path: str | os.PathLike[str]) -> pd.DataFrame:

@@ -143,16 +143,29 @@ def resolve_mixed_precision(choice: str) -> str:
     return "no"
 
 
-def make_accelerator(cfg: TrainConfig) -> Accelerator:
-    """An Accelerator for ``cfg``: seedable sampler (resume-exact), trackers when installed."""
+def make_accelerator(cfg: TrainConfig, *, cpu: bool = False) -> Accelerator:
+    """An Accelerator for ``cfg``: seedable sampler (resume-exact), trackers when installed.
+
+    Args:
+        cfg: The run's settings.
+        cpu: Stay on the CPU (small in-process models, e.g. the ID baselines), unless this
+            process already runs Accelerate on an accelerator device, which Accelerate's shared
+            state does not let a second Accelerator leave.
+    """
     trackers = [t for t in cfg.trackers if _tracker_available(t)]
-    return Accelerator(
-        gradient_accumulation_steps=cfg.grad_accum_steps,
-        mixed_precision=resolve_mixed_precision(cfg.mixed_precision),
-        log_with=trackers or None,
-        project_config=ProjectConfiguration(project_dir=cfg.output_dir, logging_dir=cfg.output_dir),
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
-    )
+    kwargs: dict[str, Any] = {
+        "gradient_accumulation_steps": cfg.grad_accum_steps,
+        "mixed_precision": resolve_mixed_precision(cfg.mixed_precision),
+        "log_with": trackers or None,
+        "project_config": ProjectConfiguration(project_dir=cfg.output_dir, logging_dir=cfg.output_dir),
+        "dataloader_config": DataLoaderConfiguration(use_seedable_sampler=True),
+    }
+    if cpu:
+        try:
+            return Accelerator(cpu=True, **kwargs)
+        except ValueError:  # this process already runs Accelerate on an accelerator device
+            pass
+    return Accelerator(**kwargs)
 
 
 def _tracker_available(name: str) -> bool:

@@ -115,9 +115,9 @@ def run_id_baseline(name: str, data_cfg: Any, splits: Any, overrides: dict[str, 
         TensorRows,
         encode_examples,
         evaluate_sequence_ctr,
-        param_count,
     )
-    from petrec.train import TrainConfig, train
+    from petrec.models.sequential.run import param_counts
+    from petrec.train import TrainConfig, make_accelerator, train
 
     if name not in ID_BASELINES:
         raise error(f"unknown ID baseline {name!r}; known: {sorted(ID_BASELINES)}")
@@ -149,11 +149,11 @@ def run_id_baseline(name: str, data_cfg: Any, splits: Any, overrides: dict[str, 
                                     eval_every_steps=cfg.eval_every_steps,
                                     early_stopping_patience=cfg.early_stopping_patience, metric_for_best="auc",
                                     seed=seed, progress=False, trackers=[], log_every_steps=10_000)
-            accelerator = _cpu_accelerator(train_cfg)
+            accelerator = make_accelerator(train_cfg, cpu=True)
             torch.set_num_threads(cfg.threads)  # Accelerate may have set its own count
             torch.manual_seed(seed)
             model = SequenceCTR(vocab.n_tokens, model_cfg)
-            n_params = param_count(model)
+            n_params = param_counts(model)["trainable_params"]
             loaders = {s: DataLoader(TensorRows(t), batch_size=cfg.eval_batch_size) for s, t in tensors.items()}
             train_loader = DataLoader(TensorRows(tensors["train"]), batch_size=cfg.batch_size, shuffle=True)
             result = train(model, train_loader, loaders["valid"], train_cfg, evaluate_fn=evaluate_sequence_ctr,
@@ -183,17 +183,3 @@ def run_id_baseline(name: str, data_cfg: Any, splits: Any, overrides: dict[str, 
             "train_examples": len(train_split), "train_seconds": round(result.train_seconds, 2),
             "test_eval_seconds": round(infer_s, 2), "hyperparameters": hparams,
             "valid_history": result.valid_history}
-
-
-def _cpu_accelerator(cfg: Any) -> Any:
-    """An Accelerator on the CPU, or on the device Accelerate was already started on in this process."""
-    from accelerate import Accelerator
-    from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration
-
-    kwargs = {"mixed_precision": "no",
-              "project_config": ProjectConfiguration(project_dir=cfg.output_dir, logging_dir=cfg.output_dir),
-              "dataloader_config": DataLoaderConfiguration(use_seedable_sampler=True)}
-    try:
-        return Accelerator(cpu=True, **kwargs)
-    except ValueError:  # this process already runs Accelerate on an accelerator device
-        return Accelerator(**kwargs)

@@ -20,7 +20,6 @@ import torch
 from torch import nn
 
 import petrec
-from petrec.config import from_dict, read_yaml
 from petrec.data import DataConfig
 from petrec.deploy.manifest import (
     HEAD_FILE,
@@ -32,7 +31,8 @@ from petrec.deploy.manifest import (
     verify_export,
 )
 from petrec.models import BehaviourModel, ModelConfig, is_decoder_config, load_tokenizer
-from petrec.runs import TrainedRun
+from petrec.models.build import drop_pooler
+from petrec.runs import TrainedRun, read_run_config, score_token_ids
 
 __all__ = ["item_names", "load_export", "read_catalogue", "read_export_config", "score_requests"]
 
@@ -43,20 +43,9 @@ __all__ = ["item_names", "load_export", "read_catalogue", "read_export_config", 
 def read_export_config(
     export_dir: str | os.PathLike[str], data_dir: str | None = None
 ) -> tuple[DataConfig, ModelConfig, int]:
-    """The export's ``config.yaml`` as ``(DataConfig, ModelConfig, max_length)``.
-
-    Raises:
-        ConfigError: A missing file or a wrong key (named in the message).
-    """
-    raw = read_yaml(Path(export_dir) / "config.yaml")
-    data_raw = dict(raw.get("data") or {})
-    if data_dir is not None:
-        data_raw["data_dir"] = data_dir
-    return (
-        from_dict(DataConfig, data_raw, prefix="data."),
-        from_dict(ModelConfig, raw.get("model") or {}, prefix="model."),
-        int(raw.get("max_length", 128)),
-    )
+    """The export's ``config.yaml`` (the run's, copied) as ``(DataConfig, ModelConfig,
+    max_length)``: :func:`petrec.runs.read_run_config`."""
+    return read_run_config(export_dir, data_dir)
 
 
 def _load_head(model: BehaviourModel, folder: Path) -> None:
@@ -141,8 +130,7 @@ def _load_quantized_backbone(folder: Path, kind: str) -> nn.Module:
     # A skeleton: every weight is replaced below, so skip the random initialisation.
     with _no_init_weights():
         backbone = AutoModel.from_config(config, **_no_pooler(config))
-    if isinstance(getattr(backbone, "pooler", None), nn.Module):
-        backbone.pooler = None
+    drop_pooler(backbone)
     quantize_model(backbone, kind)
     tensors = load_file(str(folder / WEIGHTS_FILE))
     if kind == "int8":
@@ -215,8 +203,7 @@ def load_export(
             backbone = AutoModel.from_pretrained(
                 sub, dtype="auto", **_no_pooler(AutoConfig.from_pretrained(sub))
             )
-            if isinstance(getattr(backbone, "pooler", None), nn.Module):
-                backbone.pooler = None
+            drop_pooler(backbone)
         else:
             backbone = _load_quantized_backbone(sub, variant)
         model = BehaviourModel(backbone, model_cfg, is_decoder=is_decoder_config(backbone.config))
@@ -270,7 +257,6 @@ def score_requests(
         ExportError: A next_item model, or a row without ``history_item_ids`` / ``item_id``.
         DataValueError: An item id that is not in ``names``.
     """
-    from petrec.collate import BehaviourCollator
     from petrec.data import tokenize_rows
 
     task = run.model_cfg.task
@@ -297,16 +283,5 @@ def score_requests(
     ]
     tokens = tokenize_rows(batch, run.tokenizer, max_length=run.max_length, names=dict(names),
                            task=task, template=run.data.template)
-    label_col = "label" if task == "ctr" else "rating"
-    collate = BehaviourCollator(task, run.tokenizer.pad_token_id, run.tokenizer.padding_side)
-    padded = collate([{"input_ids": ids, label_col: 0} for ids in tokens["input_ids"]])
-    device = next(run.model.parameters()).device
-    logits = (
-        run.model(
-            input_ids=padded["input_ids"].to(device),
-            attention_mask=padded["attention_mask"].to(device),
-        )
-        .logits.reshape(-1)
-        .float()
-    )
-    return (torch.sigmoid(logits) if task == "ctr" else logits).cpu().numpy()
+    seqs = tokens["input_ids"]
+    return score_token_ids(run.model, task, seqs, run.tokenizer, batch_size=len(seqs)).cpu().numpy()

@@ -320,6 +320,13 @@ def verify_export(export_dir: str | os.PathLike[str]) -> Manifest:
     folder = Path(export_dir)
     manifest = read_manifest(folder)
     where = str(folder / MANIFEST_FILE)
+    # The names were checked lexically on read; a link inside the folder can still lead out.
+    root = folder.resolve()
+    entries = {f"variant {v!r}": sub for v, sub in manifest.variant_folders.items()}
+    entries["catalogue.file"] = manifest.catalogue["file"]
+    for what, sub in entries.items():
+        if not (folder / sub).resolve().is_relative_to(root):
+            raise ManifestError(f"{where}: {what} {sub!r} resolves outside the export folder {folder}")
     for variant, sub in manifest.variant_folders.items():
         if not (folder / sub).is_dir():
             raise ManifestError(

@@ -135,9 +135,15 @@ def load_backbone(cfg: ModelConfig) -> tuple[nn.Module, bool]:
             backbone = AutoModel.from_pretrained(path, config=config, dtype=_DTYPES[cfg.dtype])
     except (OSError, ValueError) as exc:
         raise _load_error(cfg, path, exc) from exc
+    drop_pooler(backbone)
+    return backbone, decoder
+
+
+def drop_pooler(backbone: nn.Module) -> None:
+    """Remove a BERT-style pooler: petrec pools itself, and an unused trained layer would break
+    DDP (parameters without gradients) and inflate parameter counts."""
     if isinstance(getattr(backbone, "pooler", None), nn.Module):
         backbone.pooler = None
-    return backbone, decoder
 
 
 def load_tokenizer(cfg: ModelConfig) -> PreTrainedTokenizerBase:

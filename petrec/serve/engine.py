@@ -18,6 +18,7 @@ import torch
 
 from petrec.collate import pad_sequences
 from petrec.data.errors import DataError
+from petrec.runs import score_token_ids
 from petrec.serve.registry import LoadedAdapter
 
 #: Prefix of request-local ids given to raw item texts (cannot clash with catalogue ids).
@@ -98,16 +99,14 @@ def tokenize_job(adapter: LoadedAdapter, job: Job) -> list[list[int]]:
 @torch.inference_mode()
 def _forward(adapter: LoadedAdapter, seqs: list[list[int]], max_rows: int) -> torch.Tensor:
     tok = adapter.tokenizer
+    if adapter.task != "next_item":
+        return score_token_ids(adapter.model, adapter.task, seqs, tok, batch_size=max_rows)
     out = []
     for start in range(0, len(seqs), max_rows):
         chunk = seqs[start:start + max_rows]
         ids = pad_sequences(chunk, tok.pad_token_id, tok.padding_side)
         mask = pad_sequences([[1] * len(s) for s in chunk], 0, tok.padding_side)
-        if adapter.task == "next_item":
-            out.append(adapter.model.encode(ids, mask))
-            continue
-        logits = adapter.model(input_ids=ids, attention_mask=mask).logits.reshape(-1).float()
-        out.append(torch.sigmoid(logits) if adapter.task == "ctr" else logits)
+        out.append(adapter.model.encode(ids, mask))
     return torch.cat(out)
 
 

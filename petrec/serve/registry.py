@@ -175,14 +175,6 @@ class LoadedAdapter:
                 "export_name": m.name, "created_utc": m.created_utc, "loaded_at": self.loaded_at}
 
 
-def _inside(folder: Path, sub: str, name: str) -> Path:
-    """``folder / sub``, refusing a manifest entry that points outside the export folder."""
-    path = (folder / sub).resolve()
-    if not path.is_relative_to(folder):
-        raise AdapterRefusedError(f"adapter {name!r} refused: manifest entry {sub!r} points outside its folder")
-    return path
-
-
 def _read_config(folder: Path) -> tuple[Any, int]:
     from petrec.config import ConfigError, from_dict, read_yaml
     from petrec.models import ModelConfig
@@ -235,8 +227,9 @@ def build_adapter(base: Base, root: Path, name: str) -> LoadedAdapter:
     if not manifest.variants.get("adapter"):
         raise AdapterRefusedError(f"adapter {name!r} refused: the export has no adapter variant (method "
                              f"{manifest.method!r}); the server serves adapters on its shared base only")
-    adapter_dir = _inside(folder, manifest.variants["adapter"], name)
-    catalogue = _inside(folder, manifest.catalogue["file"], name)
+    # verify_export has checked that both lie inside the folder (links resolved).
+    adapter_dir = folder / manifest.variants["adapter"]
+    catalogue = folder / manifest.catalogue["file"]
     model_cfg, item_max_length = _read_config(folder)
     try:
         meta = read_meta(adapter_dir)

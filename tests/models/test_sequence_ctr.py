@@ -18,7 +18,6 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from petrec.bench.id_baselines import _cpu_accelerator
 from petrec.metrics import compute_ctr
 from petrec.models.sequential.ctr import (
     DISLIKE,
@@ -31,7 +30,7 @@ from petrec.models.sequential.ctr import (
     encode_examples,
     evaluate_sequence_ctr,
 )
-from petrec.train import TrainConfig, train
+from petrec.train import TrainConfig, make_accelerator, train
 
 N_ITEMS = 16
 ENCODERS = ["gru4rec", "caser", "sasrec"]
@@ -81,7 +80,7 @@ def test_encoders_learn_the_planted_pattern(tmp_path, encoder: str, pattern: str
     cfg = TrainConfig(output_dir=str(tmp_path), epochs=epochs, batch_size=64, eval_batch_size=400, lr=lr,
                       weight_decay=0.0, warmup_ratio=0.0, scheduler="constant", mixed_precision="no",
                       metric_for_best="auc", progress=False, trackers=[], log_every_steps=1000, seed=0)
-    accelerator = _cpu_accelerator(cfg)
+    accelerator = make_accelerator(cfg, cpu=True)
     torch.manual_seed(0)
     model = SequenceCTR(vocab.n_tokens, SequenceCTRConfig(encoder=encoder, hidden=32, max_len=10, dropout=0.0,
                                                                   heads=heads))
@@ -185,7 +184,7 @@ def test_evaluate_matches_compute_ctr() -> None:
     cols = planted("cycle", 50, 3)
     vocab = ItemVocab.from_examples(cols["history_item_ids"], cols["item_id"])
     cfg = TrainConfig(output_dir="unused", mixed_precision="no", trackers=[])
-    accelerator = _cpu_accelerator(cfg)
+    accelerator = make_accelerator(cfg, cpu=True)
     torch.manual_seed(0)
     model = SequenceCTR(vocab.n_tokens, SequenceCTRConfig(encoder="gru4rec", hidden=8)).eval()
     t = encode_examples(cols, vocab, 10)

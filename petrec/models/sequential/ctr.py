@@ -32,9 +32,9 @@ import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
 from torch import nn
-from torch.utils.data import Dataset
 
 from petrec.models.sequential.caser import CaserEncoder
+from petrec.models.sequential.data import TensorRows  # noqa: F401  (re-exported for callers)
 from petrec.models.sequential.rnn import GRU4Rec
 from petrec.models.sequential.sasrec import SASRec, SASRecConfig
 
@@ -174,23 +174,6 @@ def _columns(split: Any) -> list[str]:
     return list(split.keys()) if hasattr(split, "keys") else list(split.columns)
 
 
-class TensorRows(Dataset):
-    """Rows of a dict of equally long tensors (what :func:`encode_examples` returns)."""
-
-    def __init__(self, tensors: dict[str, torch.Tensor]) -> None:
-        lengths = {len(t) for t in tensors.values()}
-        if len(lengths) != 1:
-            raise ValueError(f"TensorRows: tensors differ in length {sorted(lengths)}")
-        self.tensors = tensors
-        self.n = lengths.pop()
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        return {k: t[i] for k, t in self.tensors.items()}
-
-
 class _Backbone(nn.Module):
     """An item table (row 0 = padding) and an encoder of ``(B, L, d)`` inputs → ``(B, d)``."""
 
@@ -315,24 +298,12 @@ class SequenceCTR(nn.Module):
         return CTROutput(logits=logits, loss=loss)
 
 
-@torch.no_grad()
+#: Batch keys a :class:`SequenceCTR` reads.
+INPUTS = ("history_ids", "history_feedback", "item_ids")
+
+
 def evaluate_sequence_ctr(model: nn.Module, loader: Any, accelerator: Accelerator) -> dict[str, float]:
     """AUC (first: the selection metric), log loss, accuracy and F1 over a prepared loader."""
-    from petrec.metrics import compute_ctr
+    from petrec.evaluation import evaluate_ctr
 
-    model.eval()
-    preds, ys = [], []
-    for batch in loader:
-        out = model(**{k: v for k, v in batch.items() if k != "labels"})
-        p, y = accelerator.gather_for_metrics((out.logits.reshape(-1).float(), batch["labels"].reshape(-1).float()))
-        preds.append(p.cpu())
-        ys.append(y.cpu())
-    logits = torch.cat(preds).double().numpy()
-    labels = torch.cat(ys).double().numpy()
-    return {**compute_ctr(labels.astype(np.int64), logits, from_logits=True), "n_examples": float(len(labels))}
-
-
-def param_count(model: nn.Module) -> int:
-    """Trainable parameters of ``model``."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
+    return evaluate_ctr(model, loader, accelerator, input_keys=INPUTS)

@@ -138,12 +138,20 @@ def _left_pad(rows: Sequence[np.ndarray], width: int) -> np.ndarray:
     return out
 
 
-class _TensorRows(Dataset):
-    """Rows of pre-built tensors (one dict per index); collated by torch's default collate."""
+class TensorRows(Dataset):
+    """Rows of equally long columns (one dict per index); collated by torch's default collate.
 
-    def __init__(self, **columns: np.ndarray) -> None:
-        self.columns = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in columns.items()}
-        self.n = len(next(iter(self.columns.values())))
+    Args:
+        columns: Name → numpy array or tensor, all of the same length.
+    """
+
+    def __init__(self, columns: dict[str, np.ndarray | torch.Tensor]) -> None:
+        self.columns = {k: v if isinstance(v, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(v))
+                        for k, v in columns.items()}
+        lengths = {len(v) for v in self.columns.values()}
+        if len(lengths) != 1:
+            raise ValueError(f"TensorRows: columns differ in length {sorted(lengths)}")
+        self.n = lengths.pop()
 
     def __len__(self) -> int:
         return self.n
@@ -159,11 +167,11 @@ def sequence_dataset(data: SeqData, max_len: int) -> Dataset:
     """
     prefixes = [s[list(training_positions(len(s)))] + 1 for s in data.sequences]
     keep = [i for i, p in enumerate(prefixes) if len(p) >= 2]
-    return _TensorRows(
+    return TensorRows(dict(
         input_ids=_left_pad([prefixes[i][:-1] for i in keep], max_len),
         labels=_left_pad([prefixes[i][1:] for i in keep], max_len),
         user_index=np.asarray(keep, dtype=np.int64),
-    )
+    ))
 
 
 def window_dataset(data: SeqData, window: int) -> Dataset:
@@ -175,11 +183,11 @@ def window_dataset(data: SeqData, window: int) -> Dataset:
             inputs.append(t[max(0, p - window) : p])
             labels.append(t[p])
             users.append(u)
-    return _TensorRows(
+    return TensorRows(dict(
         input_ids=_left_pad(inputs, window),
         labels=np.asarray(labels, dtype=np.int64),
         user_index=np.asarray(users, dtype=np.int64),
-    )
+    ))
 
 
 def pair_dataset(data: SeqData) -> Dataset:
@@ -189,9 +197,9 @@ def pair_dataset(data: SeqData) -> Dataset:
         t = s[list(training_positions(len(s)))]
         users.extend([u] * len(t))
         labels.extend((t + 1).tolist())
-    return _TensorRows(
+    return TensorRows(dict(
         user_index=np.asarray(users, dtype=np.int64), labels=np.asarray(labels, dtype=np.int64)
-    )
+    ))
 
 
 def eval_dataset(
@@ -212,12 +220,12 @@ def eval_dataset(
     for r, h in enumerate(hist):
         h = np.unique(h[-width:])
         history[r, : len(h)] = h
-    return _TensorRows(
+    return TensorRows(dict(
         input_ids=_left_pad([h + 1 for h in hist], max_len),
         target_index=targets,
         history_index=history,
         user_index=np.arange(len(hist), dtype=np.int64),
-    )
+    ))
 
 
 def item_counts(data: SeqData) -> np.ndarray:

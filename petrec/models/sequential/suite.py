@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
 import shlex
 import subprocess
@@ -33,23 +32,10 @@ from petrec.models.sequential.run import write_json
 
 
 def machine() -> str:
-    """CPU model and core count as /proc/cpuinfo states them, and the CUDA GPU if there is one."""
-    model, cores = platform.processor() or "unknown", 0
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model, cores = line.split(":", 1)[1].strip(), cores + 1
-    except OSError:
-        pass
-    gpu = "no GPU"
-    try:
-        import torch
+    """One line on the CPU, cores, memory and GPU (:func:`petrec.bench.system.describe_machine`)."""
+    from petrec.bench import system
 
-        if torch.cuda.is_available():
-            gpu = f"GPU {torch.cuda.get_device_name()} (torch {torch.__version__})"
-    except Exception:  # a description, never a reason to fail a suite
-        pass
-    return f"{model}, {cores} cores, {gpu}" if cores else f"{model}, {gpu}"
+    return system.describe_machine(system.machine())
 
 
 def _flat(prefix: str, obj: Any) -> list[str]:
