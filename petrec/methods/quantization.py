@@ -72,10 +72,18 @@ def quantize_linear(layer: nn.Module, kind: str, compute_dtype: torch.dtype = to
 
 
 def keep_int8_frozen(model: nn.Module) -> None:
-    """Pin every bitsandbytes 8-bit layer in ``model`` to its inference path (see below)."""
+    """Keep every bitsandbytes 8-bit layer in ``model`` frozen: inference path, bias untouched.
+
+    Only bitsandbytes' own layers are hooked: peft's LoRA wrapper has the same class name.
+    """
     for module in model.modules():
-        if type(module).__name__ == "Linear8bitLt" and not getattr(module, "_petrec_int8_hook", False):
+        if (
+            type(module).__name__ == "Linear8bitLt"
+            and type(module).__module__.startswith("bitsandbytes")
+            and not getattr(module, "_petrec_int8_hook", False)
+        ):
             module.register_forward_pre_hook(_frozen_int8)
+            module.register_forward_hook(_restore_int8_bias)
             module._petrec_int8_hook = True
 
 
@@ -87,8 +95,27 @@ def _frozen_int8(module: nn.Module, args: object) -> None:
     that re-quantizes the int8 codes themselves and drifts the outputs (measured: 0.036 on
     MiniLM logits after 5 steps, so a saved adapter no longer reproduced them). The layer has no
     dropout, so its ``training`` flag has no other effect.
+
+    The bias tensor is remembered here and put back by :func:`_restore_int8_bias`.
     """
     module.training = False
+    module._petrec_bias_before = None if module.bias is None else module.bias.data
+
+
+def _restore_int8_bias(module: nn.Module, args: object, output: object) -> None:
+    """Undo bitsandbytes' in-place cast of the bias to the input's dtype.
+
+    ``Linear8bitLt.forward`` does ``self.bias.data = self.bias.data.to(x.dtype)``. Under bf16
+    autocast a layer fed by a matmul sees bf16 inputs, so one training step rounded the frozen
+    fp32 bias to bf16 for good: the trained model then no longer matched the same adapter loaded
+    onto a fresh base (0.015 on MiniLM outputs on an H200; reproduced on CPU with CPU autocast in
+    tests/methods/test_quantization.py). Putting the original tensor back keeps the forward as
+    bitsandbytes computes it and the stored bias exact.
+    """
+    before = getattr(module, "_petrec_bias_before", None)
+    if before is not None and module.bias is not None and module.bias.data is not before:
+        module.bias.data = before
+    module._petrec_bias_before = None
 
 
 def quantize_model(model: nn.Module, kind: str, exclude: Sequence[str] = ()) -> list[str]:

@@ -119,6 +119,40 @@ def test_int8_lora_save_load_and_merge(tmp_path) -> None:
         torch.testing.assert_close(merged(**batch), out, atol=5e-2, rtol=0)
 
 
+def test_int8_bias_survives_bf16_autocast_training(tmp_path) -> None:
+    """bitsandbytes casts an int8 layer's bias to its input dtype in place; training under bf16
+    autocast must not round the frozen fp32 biases (the H200 run's 0.015 reload difference)."""
+    from tests.methods.families import BATCH, FAMILIES_BY_NAME
+
+    fam, batch = FAMILIES_BY_NAME["wrapped_bert"], BATCH()
+
+    def fresh() -> torch.nn.Module:  # random init has zero biases, which bf16 stores exactly
+        model, g = fam.fresh(), torch.Generator().manual_seed(0)
+        for name, p in sorted(model.named_parameters()):
+            if name.endswith("bias"):
+                p.data = torch.randn(p.shape, generator=g) * 0.3
+        return model
+
+    model = petrec.attach(fresh(), "lora", quantize="int8", head=["head"], r=4)
+    model.train()
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
+    for _ in range(2):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = model(**batch).float().pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    int8 = [m for m in model.modules() if type(m).__module__.startswith("bitsandbytes")]
+    assert int8 and all(m.bias.dtype == torch.float32 for m in int8 if m.bias is not None)
+    with torch.no_grad():
+        out = model(**batch)
+    petrec.save_adapter(model, tmp_path)
+    again = petrec.load_adapter(fresh(), tmp_path)
+    with torch.no_grad():
+        torch.testing.assert_close(again(**batch), out, atol=0, rtol=0)
+
+
 def test_load_quantized_refuses_on_cpu() -> None:
     if torch.cuda.is_available():
         pytest.skip("CPU-only behaviour")
