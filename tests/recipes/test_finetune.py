@@ -25,7 +25,19 @@ FAST = ["--train.progress", "false", "--train.trackers", "[]", "--train.eval_bat
 
 def test_quickstart_yaml_is_the_embedded_default(finetune: ModuleType) -> None:
     from_yaml = load_config(finetune.FinetuneConfig, ROOT / "recipes" / "configs" / "quickstart.yaml")
-    assert to_dict(from_yaml) == to_dict(finetune.FinetuneConfig())
+    no_config, _ = finetune.parse_args([])
+    assert to_dict(from_yaml) == to_dict(no_config)
+
+
+def test_a_config_file_never_inherits_the_quickstart_sample(finetune: ModuleType, tmp_path: Path) -> None:
+    # The quick-start's 2,000-example cap once leaked into every config that did not name it.
+    assert finetune.parse_args([])[0].data.max_train_examples == 2000
+    path = tmp_path / "p1.yaml"
+    path.write_text("data: {dataset: ml-100k, protocol: tallrec, history_len: 10}\n", encoding="utf-8")
+    cfg, _ = finetune.parse_args(["--config", str(path)])
+    assert cfg.data.max_train_examples is None
+    cfg, _ = finetune.parse_args(["--config", str(path), "--data.max_train_examples", "500"])
+    assert cfg.data.max_train_examples == 500
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
