@@ -151,6 +151,7 @@ def main(argv: list[str] | None = None) -> dict:
         "valid": next((h for h in result.valid_history if h["step"] == result.best_step), {}),
         "valid_best": {"metric": cfg.train.metric_for_best, "value": result.best_metric, "step": result.best_step},
         "test": test_metrics,
+        "examples": {split: len(rows) for split, rows in splits.items()},
         "trainable_params": report.trainable,
         "total_params": report.total,
         "trainable_percent": report.percent,

@@ -189,6 +189,7 @@ def train_info_from(metrics: dict[str, Any], proc: ProcessResult | None, out_dir
         "inference_samples_per_s": metrics.get("inference_samples_per_s"),
         "wall_seconds": round(proc.wall_seconds, 2) if proc is not None else metrics.get("wall_seconds"),
         "train_wall_seconds": metrics.get("wall_seconds"),
+        "train_examples": (metrics.get("examples") or {}).get("train"),
         "steps": metrics.get("steps"),
         "steps_to_best": best.get("step"),
         "stopped_early": metrics.get("stopped_early"),

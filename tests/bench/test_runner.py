@@ -33,6 +33,7 @@ def test_runs_are_recorded_and_failure_does_not_stop_the_suite(fake_suite: Suite
     assert ok["metrics"]["test"]["auc"] == 0.68 + 0.02
     assert ok["metrics"]["valid_best"]["step"] == 7
     assert ok["train_info"]["steps_to_best"] == 7
+    assert ok["train_info"]["train_examples"] == 32
     assert ok["train_info"]["adapter_bytes"] == 100
     assert ok["train_info"]["trainable_params"] == 10
     assert ok["train_info"]["peak_memory"]["cpu_peak_rss_mb"] == 200.0

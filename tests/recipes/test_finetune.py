@@ -192,5 +192,6 @@ def test_qlora_trains_under_two_process_ddp(tiny_bert: Path, tmp_path: Path) -> 
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["num_processes"] == 2 and metrics["steps"] == 3
     assert metrics["test"]["n_examples"] == 591  # the default synthetic test split, each example once
+    assert metrics["examples"]["train"] == 64  # recorded, so a capped training set is visible
     saved = json.loads((out / "adapter" / "petrec_adapter.json").read_text())
     assert "nf4" in json.dumps(saved)
