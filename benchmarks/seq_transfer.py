@@ -52,7 +52,8 @@ ADAPTER_TARGETS = r"blocks\.\d+\.(attn\.out|ffn\.3)"
 
 def run_config(args: argparse.Namespace, users: str, out: Path, epochs: int, lr: float) -> SeqRunConfig:
     """The shared model shape and evaluation; only users, epochs and learning rate vary."""
-    model = SeqModelConfig(name="sasrec", hidden=args.hidden, max_len=args.max_len, blocks=2, heads=1, dropout=0.2)
+    model = SeqModelConfig(name="sasrec", hidden=args.hidden, max_len=args.max_len, blocks=2, heads=1, dropout=0.2,
+                           init=args.init)
     train = TrainConfig(output_dir=str(out), epochs=epochs, batch_size=args.batch_size, eval_batch_size=256, lr=lr,
                         warmup_ratio=0.02, weight_decay=0.0, progress=False, trackers=[], log_every_steps=6,
                         eval_every_steps=args.eval_every)
@@ -71,6 +72,8 @@ def main() -> None:
     parser.add_argument("--target-epochs", type=int, default=4)
     parser.add_argument("--eval-every", type=int, default=190)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--init", default="torch", choices=["torch", "normal"],
+                        help="SASRec init; the committed table used torch (petrec's default before 2026-11-28)")
     parser.add_argument("--methods", default="zero-shot,scratch,full,lora,adapter")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

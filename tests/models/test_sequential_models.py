@@ -40,7 +40,7 @@ def test_every_model_trains_and_scores_all_items(name: str) -> None:
     assert scores.shape == (5, 7)
 
 
-@pytest.mark.parametrize("block,init", [("pre_ln", "default"), ("pmixer", "normal")])
+@pytest.mark.parametrize("block,init", [("pre_ln", "torch"), ("pmixer", "normal")])
 def test_sasrec_is_causal_and_ignores_left_padding(block: str, init: str) -> None:
     torch.manual_seed(0)
     cfg = SASRecConfig(hidden=16, max_len=12, blocks=2, heads=2, dropout=0.0, block=block, init=init)
@@ -58,15 +58,17 @@ def test_sasrec_is_causal_and_ignores_left_padding(block: str, init: str) -> Non
 
 def test_sasrec_normal_init_scales_every_table_and_keeps_padding_zero() -> None:
     torch.manual_seed(0)
-    default = SASRec(500, SASRecConfig(hidden=32, max_len=200))
-    model = SASRec(500, SASRecConfig(hidden=32, max_len=200, init="normal", init_std=0.02))
-    assert default.position.weight.std() > 0.5  # nn.Embedding's N(0, 1)
+    old = SASRec(500, SASRecConfig(hidden=32, max_len=200, init="torch"))
+    model = SASRec(500, SASRecConfig(hidden=32, max_len=200))  # init="normal", init_std=0.02 by default
+    assert old.position.weight.std() > 0.5  # nn.Embedding's N(0, 1)
     for table in (model.position.weight, model.items.table()[1:], model.blocks[0].attn.q.weight):
         assert abs(float(table.detach().std()) - 0.02) < 0.003
     assert torch.count_nonzero(model.items.table()[0]) == 0
     assert torch.count_nonzero(model.blocks[0].ffn[0].bias) == 0
     with pytest.raises(ValueError):
         SASRecConfig(block="post_ln")
+    with pytest.raises(ValueError, match="accepted: normal, torch"):
+        SASRecConfig(init="default")
 
 
 def test_sasrec_caches_the_item_table_only_in_no_grad_eval() -> None:

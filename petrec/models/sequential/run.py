@@ -85,9 +85,9 @@ class SeqModelConfig:
     """SASRec: ce (all items) or bce (sampled negatives)."""
     negatives: int = 1
     """SASRec bce: negatives per position."""
-    init: str = "default"
-    """SASRec / text: default (torch's inits, position table N(0, 1)) or normal (every weight
-    N(0, init_std), zero biases: the RecSys 2023 code)."""
+    init: str = "normal"
+    """SASRec / text: normal (every weight N(0, init_std), zero biases: the RecSys 2023 code) or
+    torch (torch's inits, position table N(0, 1); the default before 2026-11-28)."""
     init_std: float = 0.02
     """SASRec / text: standard deviation of init=normal."""
     block: str = "pre_ln"
