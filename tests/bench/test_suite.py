@@ -11,7 +11,7 @@ from petrec.config import from_dict
 
 REPO = Path(__file__).resolve().parents[2]
 #: The suites of this harness (other areas keep suites of their own format in the same folder).
-SUITE_NAMES = ("quick", "ml100k-ctr", "efficiency", "efficiency-gpu")
+SUITE_NAMES = ("quick", "ml100k-ctr", "ml100k-ctr-cpu", "efficiency", "efficiency-gpu")
 SUITES = [REPO / "benchmarks" / "suites" / f"{name}.yaml" for name in SUITE_NAMES]
 
 
@@ -93,3 +93,19 @@ def test_shipped_suite_methods_are_registered() -> None:
     for path in SUITES:
         suite = load_suite(str(path))
         assert set(suite.methods) <= set(METHODS), path
+
+
+def test_cpu_sized_ml100k_suite_differs_from_the_gpu_one_only_in_training_length() -> None:
+    # ml100k-ctr-cpu is the same P1 k=256 protocol cut to fit a 2-core CPU: same data, model,
+    # methods and per-method settings; only the schedule (epochs, validation points) is shorter.
+    gpu, cpu = load_suite("ml100k-ctr"), load_suite("ml100k-ctr-cpu")
+    assert cpu.methods == gpu.methods
+    assert {k: v for k, v in cpu.defaults.items() if k != "train"} == {
+        k: v for k, v in gpu.defaults.items() if k != "train"}
+    changed = {k for k in gpu.defaults["train"] if cpu.defaults["train"].get(k) != gpu.defaults["train"][k]}
+    assert changed == {"epochs", "eval_every_steps", "early_stopping_patience"}
+    (p1,) = cpu.experiments
+    gpu_p1 = next(e for e in gpu.experiments if e.name == p1.name)
+    assert (p1.few_shot_k, p1.seeds, p1.baselines) == (gpu_p1.few_shot_k, gpu_p1.seeds, gpu_p1.baselines)
+    runs = [r for r in expand(cpu) if r.kind == "finetune"]
+    assert len(runs) == 30 and {r.method for r in runs} == set(gpu.methods)
