@@ -104,8 +104,11 @@ def test_cpu_sized_ml100k_suite_differs_from_the_gpu_one_only_in_training_length
         k: v for k, v in gpu.defaults.items() if k != "train"}
     changed = {k for k in gpu.defaults["train"] if cpu.defaults["train"].get(k) != gpu.defaults["train"][k]}
     assert changed == {"epochs", "eval_every_steps", "early_stopping_patience"}
-    (p1,) = cpu.experiments
-    gpu_p1 = next(e for e in gpu.experiments if e.name == p1.name)
-    assert (p1.few_shot_k, p1.seeds, p1.baselines) == (gpu_p1.few_shot_k, gpu_p1.seeds, gpu_p1.baselines)
-    runs = [r for r in expand(cpu) if r.kind == "finetune"]
+    gpu_exps = {e.name: e for e in gpu.experiments}
+    for exp in cpu.experiments:
+        twin = gpu_exps[exp.name]
+        assert (exp.few_shot_k, exp.seeds, exp.baselines, exp.methods) == (
+            twin.few_shot_k, twin.seeds, twin.baselines, twin.methods), exp.name
+        assert exp.overrides.get("data") == twin.overrides.get("data"), exp.name
+    runs = [r for r in expand(cpu) if r.kind == "finetune" and r.experiment == "P1-k256"]
     assert len(runs) == 30 and {r.method for r in runs} == set(gpu.methods)
