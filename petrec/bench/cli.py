@@ -76,7 +76,7 @@ def register(subparsers: Any) -> None:
                               description="Run every run of a suite in its own subprocess, skipping runs "
                                           "already finished, then write REPORT.md, CSVs and plots.")
     p.add_argument("--suite", default=None,
-                   help="suite name (quick, ml100k-ctr, ml100k-ctr-cpu, efficiency, efficiency-gpu) or YAML path; default: quick")
+                   help="suite name (a file in benchmarks/suites/, or the packaged quick) or YAML path; default: quick")
     p.add_argument("--results", default=None, help="results folder (default: benchmarks/results/<suite>)")
     p.add_argument("--force", action="store_true", help="re-run runs that already have a result")
     p.add_argument("--retry-failed", action="store_true", help="re-run runs whose stored result failed")
