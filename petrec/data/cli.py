@@ -33,6 +33,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rating-threshold", type=float)
     p.add_argument("--few-shot-k", type=int)
     p.add_argument("--max-train-examples", type=int)
+    p.add_argument("--max-eval-examples", type=int, help="seeded subsample of valid and of test (each)")
     p.add_argument("--seed", type=int)
     p.add_argument("--template", choices=TEMPLATES)
     p.add_argument("--negatives", type=int, help="implicit ctr: negatives per positive")
@@ -53,7 +54,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 
 _FIELDS = ("dataset", "data_dir", "task", "protocol", "history_len", "min_history", "rating_threshold",
-           "few_shot_k", "max_train_examples", "seed", "template", "negatives", "implicit", "anonymize",
+           "few_shot_k", "max_train_examples", "max_eval_examples", "seed", "template", "negatives", "implicit", "anonymize",
            "policy", "min_user_interactions", "min_item_interactions", "interactions_path", "items_path",
            "columns", "item_columns", "sep", "encoding", "kfold_k", "kfold_fold")
 

@@ -55,6 +55,9 @@ class DataConfig:
     """Treat every interaction as a positive (and sample negatives for ctr); None → when there is no rating."""
     max_train_examples: int | None = None
     """Seeded subsample of the training split to at most this many examples (None: no limit)."""
+    max_eval_examples: int | None = None
+    """Seeded subsample of the valid and of the test split to at most this many examples each
+    (None: no limit): quicker evaluation of a large split, at the price of a wider interval."""
     anonymize: bool = False
     """Replace user ids by salted SHA-256 hashes before anything is written."""
     anonymize_salt: str | None = None
@@ -123,7 +126,7 @@ class DataConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise _bad(name, value, "an integer >= 0")
-        for name in ("few_shot_k", "max_train_examples", "min_history"):
+        for name in ("few_shot_k", "max_train_examples", "max_eval_examples", "min_history"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < (0 if name == "min_history" else 1)):
                 raise _bad(name, value, "None or a positive integer")

@@ -197,6 +197,11 @@ def prepare(cfg: DataConfig) -> PreparedData:
     if cfg.few_shot_k is not None:
         train = train.take(pa.array(sample_indices(train.num_rows, cfg.few_shot_k, cfg.seed)))
     tables_out["train"] = train
+    n_eval_full = {name: tables_out[name].num_rows for name in ("valid", "test")}
+    if cfg.max_eval_examples is not None:
+        for name in ("valid", "test"):
+            idx = sample_indices(tables_out[name].num_rows, cfg.max_eval_examples, cfg.seed)
+            tables_out[name] = tables_out[name].take(pa.array(idx))
     if cfg.anonymize:
         tables_out = _anonymize(tables_out, cfg.anonymize_salt or secrets.token_hex(16))
     splits = datasets.DatasetDict({n: datasets.Dataset(tables_out[n]) for n in SPLIT_NAMES})
@@ -213,6 +218,7 @@ def prepare(cfg: DataConfig) -> PreparedData:
         "items": int(inter["item_id"].nunique()),
         "catalogue_items": len(items),
         "train_examples_before_sampling": n_train_full,
+        "eval_examples_before_sampling": n_eval_full,
         "splits": {n: _split_stats(tables_out[n], cfg.task) for n in SPLIT_NAMES},
         "render": {"template": cfg.template, "task": cfg.task, "noun": noun},
         "config": cfg.to_dict(),

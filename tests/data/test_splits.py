@@ -111,3 +111,21 @@ def test_determinism_and_seeded_subsampling() -> None:
     assert a.summary == b.summary
     c = prepare(DataConfig(task="ctr", few_shot_k=16, seed=4))
     assert c.splits["train"].num_rows == 16
+
+
+def test_max_eval_examples_subsamples_valid_and_test_rows_unchanged_and_in_order() -> None:
+    full = prepare(DataConfig(task="ctr", protocol="temporal", seed=5))
+    cut = prepare(DataConfig(task="ctr", protocol="temporal", seed=5, max_eval_examples=40))
+    assert cut.splits["train"].to_list() == full.splits["train"].to_list()  # training is untouched
+    for name in ("valid", "test"):
+        rows = [json.dumps(r) for r in full.splits[name].to_list()]  # NaN-safe comparison
+        kept = [json.dumps(r) for r in cut.splits[name].to_list()]
+        assert len(rows) > 40 and len(kept) == 40
+        assert cut.summary["eval_examples_before_sampling"][name] == len(rows)
+        # Every kept row is a row of the full split, in the split's own order (no duplicates).
+        positions = [rows.index(r) for r in kept]
+        assert positions == sorted(set(positions))
+    small = prepare(DataConfig(task="ctr", protocol="temporal", seed=5, max_eval_examples=10**9))
+    assert small.splits["test"].num_rows == full.splits["test"].num_rows
+    with pytest.raises(ValueError, match="max_eval_examples"):
+        DataConfig(task="ctr", max_eval_examples=0)
