@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from petrec.bench.system import SHARED_CPU_SHARE
+
 #: Where a peak-memory number may come from, most like-for-like first; one table uses one source.
 MEMORY_SOURCES: tuple[tuple[str, str], ...] = (
     ("cuda_max_allocated_mb", "CUDA max allocated"),
@@ -68,6 +70,7 @@ def runs_frame(records: Sequence[dict[str, Any]]) -> pd.DataFrame:
         for key, _ in MEMORY_SOURCES:
             row[key] = peak.get(key)
         row["cuda_max_reserved_mb"] = peak.get("cuda_max_reserved_mb")
+        row["other_cpu_share"] = (tinfo.get("cpu_sharing") or {}).get("other_share")
         for split in ("test", "valid"):
             for name, value in (metrics.get(split) or {}).items():
                 if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -79,7 +82,7 @@ def runs_frame(records: Sequence[dict[str, Any]]) -> pd.DataFrame:
     numeric = [c for c in frame.columns if c.startswith(("test_", "valid_"))] + [
         "trainable_params", "total_params", "trainable_percent", "train_samples_per_s",
         "inference_samples_per_s", "wall_seconds", "steps", "steps_to_best", "adapter_bytes",
-        "cuda_max_reserved_mb", *(k for k, _ in MEMORY_SOURCES)]
+        "cuda_max_reserved_mb", "other_cpu_share", *(k for k, _ in MEMORY_SOURCES)]
     for col in numeric:
         frame[col] = pd.to_numeric(frame[col], errors="coerce").astype(float)
     return frame
@@ -128,7 +131,8 @@ def summarize(frame: pd.DataFrame, metrics: dict[str, str | None] | None = None,
         Columns: the group keys, kind, metric, n_runs, n_ok, n_failed, seeds, metric_mean /
         _std / _ci_low / _ci_high / _n, trainable_params, trainable_percent, memory_mb,
         memory_source, memory_ratio, train_sps, train_sps_ratio, infer_sps, adapter_bytes,
-        wall_seconds, errors.
+        wall_seconds, shared_cpu_runs (ok runs whose speed was measured while other processes
+        used more than :data:`SHARED_CPU_SHARE` of the CPU), errors.
     """
     if frame.empty:
         return pd.DataFrame()
@@ -160,6 +164,7 @@ def summarize(frame: pd.DataFrame, metrics: dict[str, str | None] | None = None,
                 infer_sps=ok["inference_samples_per_s"].mean(),
                 adapter_bytes=ok["adapter_bytes"].mean(),
                 wall_seconds=ok["wall_seconds"].mean(),
+                shared_cpu_runs=int((ok.get("other_cpu_share", pd.Series(dtype=float)) > SHARED_CPU_SHARE).sum()),
                 labels=";".join(sorted({lbl for lbl in g["labels"] if lbl})),
                 errors=" | ".join(sorted({e for e in g.loc[g["status"] != "ok", "error"] if e})),
             )

@@ -18,9 +18,11 @@ import pandas as pd
 
 from petrec.bench.aggregate import k_label, lower_is_better, runs_frame, summarize
 from petrec.bench.runner import load_meta, load_records
-from petrec.bench.system import describe_machine, write_text_atomic
+from petrec.bench.system import SHARED_CPU_SHARE, describe_machine, write_text_atomic
 
 MISSING = "—"
+#: Marks a speed cell averaging a run measured on a shared CPU (see "Runs that shared the CPU").
+SHARED_MARK = " †"
 
 
 def _num(x: Any) -> float:
@@ -135,8 +137,9 @@ def table_rows(part: pd.DataFrame, style: str = "md") -> tuple[list[str], list[l
             row.append(fmt_metric(r))
         elif int(r.get("n_ok", 0)) < int(r.get("n_runs", 0)):
             row[0] += f" ({int(r['n_runs']) - int(r['n_ok'])}/{int(r['n_runs'])} failed)"
-        row += [fmt(r["memory_mb"]), fmt_ratio(r["memory_ratio"]), fmt(r["train_sps"]),
-                fmt_ratio(r["train_sps_ratio"]), fmt(r["infer_sps"]), fmt_bytes(r["adapter_bytes"])]
+        mark = SHARED_MARK if int(r.get("shared_cpu_runs", 0) or 0) else ""
+        row += [fmt(r["memory_mb"]), fmt_ratio(r["memory_ratio"]), fmt(r["train_sps"]) + mark,
+                fmt_ratio(r["train_sps_ratio"]), fmt(r["infer_sps"]) + mark, fmt_bytes(r["adapter_bytes"])]
         rows.append(row)
     return headers, rows
 
@@ -254,6 +257,12 @@ def render(summary: pd.DataFrame, runs: pd.DataFrame, meta: dict[str, Any], styl
     missing = coverage(runs, meta)
     if missing:
         out += [f"{h2}Planned but not run", "", *[f"- {m}" for m in missing], ""]
+    shared = shared_cpu_lines(runs)
+    if shared:
+        out += [f"{h2}Runs that shared the CPU", "",
+                f"Other processes used more than {SHARED_CPU_SHARE:.0%} of the machine's CPU while these runs "
+                f"ran (measured from /proc/stat around each run), so their samples/s are lower than alone; "
+                f"table cells that average them are marked {SHARED_MARK}.", "", *shared, ""]
     failed = runs[runs["status"] != "ok"] if len(runs) else runs
     if len(failed):
         out += [f"{h2}Failed runs", ""]
@@ -272,6 +281,15 @@ def render(summary: pd.DataFrame, runs: pd.DataFrame, meta: dict[str, Any], styl
             "- every run's raw record is in runs/<run_id>.json; runs.csv has one row per run, "
             "summary.csv one row per table cell.", ""]
     return "\n".join(out)
+
+
+def shared_cpu_lines(runs: pd.DataFrame) -> list[str]:
+    """One line per ok run whose speed was measured on a shared CPU (``other_cpu_share``)."""
+    if not len(runs) or "other_cpu_share" not in runs:
+        return []
+    hit = runs[(runs["status"] == "ok") & (runs["other_cpu_share"] > SHARED_CPU_SHARE)]
+    return [f"- `{r['run_id']}`: other processes used {r['other_cpu_share']:.0%} of the CPU"
+            for _, r in hit.iterrows()]
 
 
 def coverage(runs: pd.DataFrame, meta: dict[str, Any]) -> list[str]:

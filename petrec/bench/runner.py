@@ -33,9 +33,11 @@ import yaml
 from petrec.bench.suite import RunSpec, SuiteConfig, expand, suite_to_dict
 from petrec.bench.system import (
     REPO_ROOT,
+    SHARED_CPU_SHARE,
     dir_bytes,
     git_state,
     machine,
+    machine_cpu_seconds,
     versions,
     write_json_atomic,
     write_text_atomic,
@@ -68,6 +70,12 @@ class ProcessResult:
     wall_seconds: float
     peak_rss_mb: float | None
     timed_out: bool
+    cpu_seconds: float | None = None
+    """CPU time (user + system) of the run process and the children it waited for."""
+    machine_cpu_seconds: float | None = None
+    """CPU time every process on the machine used during the run (``/proc/stat``)."""
+    cpus: int | None = None
+    """CPUs the machine's CPU time was counted over."""
 
 
 def now() -> str:
@@ -101,14 +109,17 @@ def build_command(suite: SuiteConfig, spec: RunSpec, config_path: Path, out_dir:
 def run_process(argv: list[str], log_path: Path, timeout_s: float, env: dict[str, str] | None = None) -> ProcessResult:
     """Run ``argv`` with output to ``log_path``; measure wall time and the child's peak RSS.
 
-    The peak RSS comes from ``os.wait4`` (the rusage of that one child and the children it
-    waited for), so every run's memory is its own. A run past ``timeout_s`` is killed.
+    The peak RSS and CPU time come from ``os.wait4`` (the rusage of that one child and the
+    children it waited for), so every run's memory is its own. The machine's CPU time over the
+    same span is read too, so :func:`cpu_sharing` can tell whether other work took cores from
+    the run (its speed is then not a clean figure). A run past ``timeout_s`` is killed.
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    before = machine_cpu_seconds()
     tick = time.perf_counter()
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-        timed_out, peak = False, None
+        timed_out, peak, cpu = False, None, None
         try:
             if hasattr(os, "wait4"):
                 while True:
@@ -117,6 +128,7 @@ def run_process(argv: list[str], log_path: Path, timeout_s: float, env: dict[str
                         proc.returncode = os.waitstatus_to_exitcode(status)
                         # ru_maxrss is KiB on Linux.
                         peak = usage.ru_maxrss / 1024 if sys.platform != "darwin" else usage.ru_maxrss / 1024**2
+                        cpu = usage.ru_utime + usage.ru_stime
                         break
                     if time.perf_counter() - tick > timeout_s:
                         timed_out = True
@@ -132,7 +144,25 @@ def run_process(argv: list[str], log_path: Path, timeout_s: float, env: dict[str
         except BaseException:  # Ctrl-C: take the run down with us, record nothing
             _kill(proc)
             raise
-    return ProcessResult(int(proc.returncode), time.perf_counter() - tick, peak, timed_out)
+    wall = time.perf_counter() - tick
+    after = machine_cpu_seconds()
+    spent = after[0] - before[0] if before is not None and after is not None else None
+    return ProcessResult(int(proc.returncode), wall, peak, timed_out, cpu_seconds=cpu, machine_cpu_seconds=spent,
+                         cpus=after[1] if after is not None else None)
+
+
+def cpu_sharing(proc: ProcessResult) -> dict[str, Any] | None:
+    """How much of the machine's CPU other processes used while a run ran (None if unmeasured).
+
+    ``other_share`` = (machine CPU time − the run's CPU time) ÷ (CPUs × wall time): 0 on an
+    otherwise idle machine, 0.5 when other work kept half of the cores busy. Speeds of a run
+    above :data:`petrec.bench.system.SHARED_CPU_SHARE` are flagged in progress and reports.
+    """
+    if proc.cpu_seconds is None or proc.machine_cpu_seconds is None or not proc.cpus or proc.wall_seconds <= 0:
+        return None
+    other = max(0.0, proc.machine_cpu_seconds - proc.cpu_seconds)
+    return {"run_cpu_seconds": round(proc.cpu_seconds, 1), "other_cpu_seconds": round(other, 1),
+            "cpus": proc.cpus, "other_share": round(other / (proc.cpus * proc.wall_seconds), 3)}
 
 
 def _kill(proc: subprocess.Popen[bytes]) -> None:
@@ -198,6 +228,7 @@ def train_info_from(metrics: dict[str, Any], proc: ProcessResult | None, out_dir
         "trainable_percent": metrics.get("trainable_percent"),
         "adapter_bytes": adapter if adapter is not None else metrics.get("adapter_bytes"),
         "num_processes": metrics.get("num_processes"),
+        **({"cpu_sharing": sharing} if proc is not None and (sharing := cpu_sharing(proc)) else {}),
         **({"labels": metrics["labels"]} if "labels" in metrics else {}),
     }
 
@@ -288,6 +319,9 @@ def _summary(record: dict[str, Any]) -> str:
     mem = peak.get("cuda_max_allocated_mb") or peak.get("process_peak_rss_mb") or peak.get("cpu_peak_rss_mb")
     if mem:
         parts.append(f"peak {mem:.0f} MB")
+    share = (tinfo.get("cpu_sharing") or {}).get("other_share")
+    if share is not None and share > SHARED_CPU_SHARE:
+        parts.append(f"other processes used {share:.0%} of the CPU: speed not clean")
     return f"ok in {tinfo.get('wall_seconds') or 0:.1f} s" + (f" ({', '.join(parts)})" if parts else "")
 
 

@@ -20,6 +20,9 @@ VERSIONED = ("petrec", "torch", "transformers", "peft", "accelerate", "bitsandby
              "numpy", "scikit-learn")
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+#: A run during which other processes used more than this share of the machine's CPU
+#: (``train_info.cpu_sharing.other_share``) has its speed flagged as not clean.
+SHARED_CPU_SHARE = 0.1
 
 
 def versions() -> dict[str, str | None]:
@@ -120,6 +123,26 @@ def rss_mb() -> dict[str, float]:
     except OSError:
         pass
     return out
+
+
+def machine_cpu_seconds(stat_path: Path = Path("/proc/stat")) -> tuple[float, int] | None:
+    """CPU seconds every process on this machine has used since boot, and the CPUs counted.
+
+    Sums user, nice, system, irq, softirq and steal time (idle and iowait excluded) of the
+    ``cpu`` line of ``/proc/stat``. Two readings around a run, minus the run's own CPU time,
+    say how much of the machine other work took while it ran (see
+    :func:`petrec.bench.runner.run_process`). None where ``/proc/stat`` is not readable.
+    """
+    try:
+        lines = stat_path.read_text().splitlines()
+    except OSError:
+        return None
+    fields = lines[0].split() if lines else []
+    if not fields or fields[0] != "cpu" or len(fields) < 9:
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[1:9])
+    cpus = sum(1 for ln in lines if ln.startswith("cpu") and ln[3:4].isdigit())
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK"), cpus
 
 
 def reset_peak_rss() -> bool:

@@ -136,3 +136,19 @@ def test_efficiency_report_without_metric_has_memory_plot_and_goals(tmp_path: Pa
     assert "| lora | 10 | 1.0000 | 900 | 0.30× | 14.0 | 1.40× |" in md
     assert "Labels: bert-large shape with RANDOM weights: memory and speed only" in md
     assert sorted(p.name for p in (tmp_path / "plots").glob("*.png")) == ["E1__peak_memory.png"]
+
+
+def test_speeds_measured_on_a_shared_cpu_are_marked_and_listed(tmp_path: Path) -> None:
+    recs = [record("full", s, 0.70, sps=10) for s in (1, 2)] + [record("lora", s, 0.69, sps=14) for s in (1, 2)]
+    recs[1]["train_info"]["cpu_sharing"] = {"other_share": 0.45}  # full s2 ran beside other work
+    recs[2]["train_info"]["cpu_sharing"] = {"other_share": 0.02}  # lora s1: idle machine
+    _write(tmp_path, recs)
+    md = build_report(tmp_path)[0].read_text()
+    full_row = next(ln for ln in md.splitlines() if ln.startswith("| full |"))
+    lora_row = next(ln for ln in md.splitlines() if ln.startswith("| lora |"))
+    assert "10.0 †" in full_row and "20.0 †" in full_row and "†" not in lora_row
+    assert "## Runs that shared the CPU" in md
+    assert "- `P1__default__full__k256__s2`: other processes used 45% of the CPU" in md
+    assert "P1__default__lora__k256__s1`: other" not in md
+    with open(tmp_path / "summary.csv") as f:
+        assert {r["method"]: r["shared_cpu_runs"] for r in csv.DictReader(f)} == {"full": "1", "lora": "0"}

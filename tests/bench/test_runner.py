@@ -125,3 +125,59 @@ def test_parallel_jobs_give_the_same_records_in_suite_order(fake_suite: SuiteCon
     assert {r["run_info"]["concurrent_jobs"] for r in serial} == {1}
     with pytest.raises(Exception, match="jobs must be >= 1"):
         run_suite(fake_suite, tmp_path / "zero", progress=lambda s: None, jobs=0)
+
+
+def test_machine_cpu_seconds_reads_busy_time_and_cpu_count(tmp_path: Path) -> None:
+    import os
+
+    from petrec.bench.system import machine_cpu_seconds
+
+    stat = tmp_path / "stat"
+    # user nice system idle iowait irq softirq steal: busy = 100+0+50+(idle 900, iowait 7 excluded)+2+3+5
+    stat.write_text("cpu  100 0 50 900 7 2 3 5 0 0\ncpu0 50 0 25 450 3 1 1 2 0 0\n"
+                    "cpu1 50 0 25 450 4 1 2 3 0 0\nintr 1\n")
+    busy, cpus = machine_cpu_seconds(stat)
+    assert busy == pytest.approx(160 / os.sysconf("SC_CLK_TCK")) and cpus == 2
+    assert machine_cpu_seconds(tmp_path / "absent") is None
+    (tmp_path / "bad").write_text("intr 1 2 3\n")
+    assert machine_cpu_seconds(tmp_path / "bad") is None
+
+
+def test_cpu_sharing_is_the_other_processes_share_of_the_cores() -> None:
+    from petrec.bench.runner import ProcessResult, cpu_sharing
+
+    # 2 CPUs for 10 s = 20 CPU-s; the run used 9, the machine 14 → others 5 = 25% of the machine.
+    proc = ProcessResult(0, 10.0, None, False, cpu_seconds=9.0, machine_cpu_seconds=14.0, cpus=2)
+    assert cpu_sharing(proc) == {"run_cpu_seconds": 9.0, "other_cpu_seconds": 5.0, "cpus": 2, "other_share": 0.25}
+    # Tick rounding can make the machine's total a hair below the run's own time: never negative.
+    assert cpu_sharing(ProcessResult(0, 10.0, None, False, 9.0, 8.99, 2))["other_share"] == 0.0
+    assert cpu_sharing(ProcessResult(0, 10.0, None, False)) is None
+
+
+@pytest.mark.skipif(not Path("/proc/stat").exists(), reason="needs Linux /proc/stat")
+def test_run_process_measures_the_run_cpu_time_within_the_machine_total(tmp_path: Path) -> None:
+    import sys
+
+    from petrec.bench.runner import cpu_sharing, run_process
+
+    spin = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.5: pass\n"
+    proc = run_process([sys.executable, "-c", spin], tmp_path / "log.txt", 30)
+    assert proc.returncode == 0 and proc.cpu_seconds >= 0.5
+    assert proc.machine_cpu_seconds >= proc.cpu_seconds - 0.05  # the machine's total includes the run
+    sharing = cpu_sharing(proc)
+    assert sharing is not None and 0.0 <= sharing["other_share"] <= 1.0
+
+
+def test_records_carry_cpu_sharing_and_flag_a_shared_cpu(fake_suite: SuiteConfig, tmp_path: Path) -> None:
+    from petrec.bench.runner import _summary
+
+    records = run_suite(fake_suite, tmp_path / "res", progress=lambda s: None)
+    ok = [r for r in records if r["run_info"]["status"] == "ok"]
+    if Path("/proc/stat").exists():
+        assert all(set(r["train_info"]["cpu_sharing"]) == {"run_cpu_seconds", "other_cpu_seconds", "cpus",
+                                                           "other_share"} for r in ok)
+    rec = ok[0]
+    rec["train_info"]["cpu_sharing"] = {"other_share": 0.4}
+    assert "other processes used 40% of the CPU: speed not clean" in _summary(rec)
+    rec["train_info"]["cpu_sharing"] = {"other_share": 0.05}
+    assert "speed not clean" not in _summary(rec)
