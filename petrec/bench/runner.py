@@ -354,13 +354,15 @@ def run_suite(
         The records (fresh or loaded) of the selected runs, in suite order.
     """
     results = Path(results_dir)
+    # Before this function writes anything: its own rewrite of a committed results folder's
+    # suite.yaml / bench_meta.json must not mark the checkout "dirty" in every record.
+    env_info = {"versions": versions(), "git": git_state(), "machine": machine()}
     runs_dir = results / RUNS_DIR
     runs_dir.mkdir(parents=True, exist_ok=True)
     if not (results / ".gitignore").exists():
         write_text_atomic(results / ".gitignore", f"{WORK_DIR}/\n")
     write_text_atomic(results / "suite.yaml", yaml.safe_dump(suite_to_dict(suite), sort_keys=False))
     specs = [s for s in expand(suite) if select is None or select(s)]
-    env_info = {"versions": versions(), "git": git_state(), "machine": machine()}
     meta_path = results / "bench_meta.json"
     command = command_line or f"petrec bench --suite {suite.name}"
     previous = _previous_meta(meta_path)

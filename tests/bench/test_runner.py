@@ -181,3 +181,16 @@ def test_records_carry_cpu_sharing_and_flag_a_shared_cpu(fake_suite: SuiteConfig
     assert "other processes used 40% of the CPU: speed not clean" in _summary(rec)
     rec["train_info"]["cpu_sharing"] = {"other_share": 0.05}
     assert "speed not clean" not in _summary(rec)
+
+
+def test_git_state_is_read_before_the_runner_writes_into_the_results_folder(
+        fake_suite: SuiteConfig, tmp_path: Path, monkeypatch) -> None:
+    # A committed results folder is rewritten by the runner (suite.yaml, bench_meta.json); reading
+    # the checkout's state afterwards marked every record of a clean checkout "dirty".
+    import petrec.bench.runner as runner
+
+    res = tmp_path / "res"
+    seen: list[bool] = []
+    monkeypatch.setattr(runner, "git_state", lambda: seen.append(res.exists()) or {"commit": "c", "dirty": False})
+    records = run_suite(fake_suite, res, progress=lambda s: None, select=lambda s: s.method == "lora")
+    assert seen == [False] and all(r["run_info"]["git"] == {"commit": "c", "dirty": False} for r in records)
