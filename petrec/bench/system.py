@@ -107,7 +107,8 @@ def git_state(root: Path = REPO_ROOT) -> dict[str, Any]:
     if commit is None and os.environ.get("PETREC_GIT_COMMIT"):
         # A copy of a checkout without .git (e.g. shipped to a GPU machine): the sender names it.
         return {"commit": os.environ["PETREC_GIT_COMMIT"], "dirty": None, "source": "PETREC_GIT_COMMIT"}
-    dirty = git("status", "--porcelain", "--untracked-files=no")
+    # Results folders are outputs: a suite resumed before its results are committed is not "dirty".
+    dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)benchmarks/results")
     return {"commit": commit, "dirty": None if dirty is None else bool(dirty)}
 
 

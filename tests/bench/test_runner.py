@@ -194,3 +194,25 @@ def test_git_state_is_read_before_the_runner_writes_into_the_results_folder(
     monkeypatch.setattr(runner, "git_state", lambda: seen.append(res.exists()) or {"commit": "c", "dirty": False})
     records = run_suite(fake_suite, res, progress=lambda s: None, select=lambda s: s.method == "lora")
     assert seen == [False] and all(r["run_info"]["git"] == {"commit": "c", "dirty": False} for r in records)
+
+
+def test_git_state_counts_code_changes_not_result_changes(tmp_path: Path) -> None:
+    import subprocess
+
+    from petrec.bench.system import git_state
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
+                       capture_output=True)
+
+    (tmp_path / "benchmarks" / "results").mkdir(parents=True)
+    (tmp_path / "benchmarks" / "results" / "REPORT.md").write_text("old\n")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-q", "-m", "init")
+    assert git_state(tmp_path)["dirty"] is False
+    (tmp_path / "benchmarks" / "results" / "REPORT.md").write_text("new\n")
+    assert git_state(tmp_path)["dirty"] is False  # results are outputs
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert git_state(tmp_path)["dirty"] is True
