@@ -108,7 +108,7 @@ def compare_methods(summary: pd.DataFrame, meta: dict[str, Any]) -> list[str]:
             best, b = pick(peft), pick(base)
             beats = best["metric_mean"] < b["metric_mean"] if low else best["metric_mean"] > b["metric_mean"]
             parts.append("the best parameter-efficient method " + ("beats" if beats else "does NOT beat")
-                         + f" the best baseline ({b['method']})")
+                         + f" the best baseline ({b['method']}){_certainty(best, b)}")
         failed = part[part["n_failed"] > 0]
         if not failed.empty:
             parts.append("failed runs: " + ", ".join(f"{r['method']} ({r['n_failed']}/{r['n_runs']})"
@@ -116,6 +116,15 @@ def compare_methods(summary: pd.DataFrame, meta: dict[str, Any]) -> list[str]:
         if parts:
             out.append(f"{where}: " + "; ".join(parts))
     return out
+
+
+def _certainty(a: pd.Series, b: pd.Series) -> str:
+    """How far a comparison of two summary rows' means can be trusted, as a parenthesis."""
+    if min(a["metric_n"], b["metric_n"]) < 2:
+        return " (one run on a side: no interval, so not a tested difference)"
+    if a["metric_ci_low"] <= b["metric_ci_high"] and b["metric_ci_low"] <= a["metric_ci_high"]:
+        return " (their 95% intervals overlap)"
+    return ""
 
 
 def findings(summary: pd.DataFrame, meta: dict[str, Any]) -> list[str]:

@@ -100,7 +100,7 @@ def test_references_goals_and_baselines_appear(tmp_path: Path) -> None:
     assert "| lora | 10 | 1.0000 | 0.7150 ± 0.0071" in md
     assert md.index("history-share (baseline)") < md.index("| full |")  # baselines first
     assert "lora − full = +0.0000 (within 1 point)" in md
-    assert "does NOT beat the best baseline (history-share)" in md
+    assert "does NOT beat the best baseline (history-share) (one run on a side: no interval" in md
     assert "best baseline history-share (statistics) 0.7260" in md
 
 
@@ -152,3 +152,17 @@ def test_speeds_measured_on_a_shared_cpu_are_marked_and_listed(tmp_path: Path) -
     assert "P1__default__lora__k256__s1`: other" not in md
     with open(tmp_path / "summary.csv") as f:
         assert {r["method"]: r["shared_cpu_runs"] for r in csv.DictReader(f)} == {"full": "1", "lora": "0"}
+
+
+def test_method_against_baseline_says_when_intervals_overlap() -> None:
+    from petrec.bench.aggregate import runs_frame, summarize
+    from petrec.bench.findings import compare_methods
+
+    def line(lora: list[float], base: list[float]) -> str:
+        recs = [record("lora", s, v) for s, v in enumerate(lora, 1)]
+        recs += [record("logreg-counts", s, v, kind="baseline") for s, v in enumerate(base, 1)]
+        return compare_methods(summarize(runs_frame(recs)), {})[0]
+
+    assert line([0.70, 0.71, 0.72], [0.69, 0.70, 0.71]).endswith(
+        "beats the best baseline (logreg-counts) (their 95% intervals overlap)")
+    assert line([0.80, 0.81, 0.80], [0.70, 0.71, 0.70]).endswith("beats the best baseline (logreg-counts)")
