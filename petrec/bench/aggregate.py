@@ -164,7 +164,7 @@ def summarize(frame: pd.DataFrame, metrics: dict[str, str | None] | None = None,
                 infer_sps=ok["inference_samples_per_s"].mean(),
                 adapter_bytes=ok["adapter_bytes"].mean(),
                 wall_seconds=ok["wall_seconds"].mean(),
-                shared_cpu_runs=int((ok.get("other_cpu_share", pd.Series(dtype=float)) > SHARED_CPU_SHARE).sum()),
+                shared_cpu_runs=int((ok["other_cpu_share"] > SHARED_CPU_SHARE).sum()),
                 labels=";".join(sorted({lbl for lbl in g["labels"] if lbl})),
                 errors=" | ".join(sorted({e for e in g.loc[g["status"] != "ok", "error"] if e})),
             )

@@ -148,6 +148,13 @@ def _split_stats(tab: pa.Table, task: str) -> dict[str, Any]:
     return stats
 
 
+def _sample(table: pa.Table, k: int | None, seed: int) -> pa.Table:
+    """Seeded sample of at most ``k`` rows, kept in order (the table itself when k is None or ≥ its rows)."""
+    if k is None or k >= table.num_rows:
+        return table
+    return table.take(pa.array(sample_indices(table.num_rows, k, seed)))
+
+
 def prepare(cfg: DataConfig) -> PreparedData:
     """Read, validate, split and build examples as ``cfg`` says.
 
@@ -190,18 +197,12 @@ def prepare(cfg: DataConfig) -> PreparedData:
     tables_out, info = build_examples(
         inter, items["item_id"].to_numpy(dtype=object),
         items[name_col].fillna("").to_numpy(dtype=object), cfg, implicit=implicit, noun=noun)
-    train = tables_out["train"]
-    n_train_full = train.num_rows
-    if cfg.max_train_examples is not None:
-        train = train.take(pa.array(sample_indices(train.num_rows, cfg.max_train_examples, cfg.seed)))
-    if cfg.few_shot_k is not None:
-        train = train.take(pa.array(sample_indices(train.num_rows, cfg.few_shot_k, cfg.seed)))
-    tables_out["train"] = train
+    n_train_full = tables_out["train"].num_rows
     n_eval_full = {name: tables_out[name].num_rows for name in ("valid", "test")}
-    if cfg.max_eval_examples is not None:
-        for name in ("valid", "test"):
-            idx = sample_indices(tables_out[name].num_rows, cfg.max_eval_examples, cfg.seed)
-            tables_out[name] = tables_out[name].take(pa.array(idx))
+    tables_out["train"] = _sample(_sample(tables_out["train"], cfg.max_train_examples, cfg.seed),
+                                  cfg.few_shot_k, cfg.seed)
+    for name in ("valid", "test"):
+        tables_out[name] = _sample(tables_out[name], cfg.max_eval_examples, cfg.seed)
     if cfg.anonymize:
         tables_out = _anonymize(tables_out, cfg.anonymize_salt or secrets.token_hex(16))
     splits = datasets.DatasetDict({n: datasets.Dataset(tables_out[n]) for n in SPLIT_NAMES})
