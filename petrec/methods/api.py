@@ -22,9 +22,10 @@ from petrec.methods.prefix import remove_prefix
 from petrec.methods.prompt import remove_prompt
 from petrec.methods.quantization import (
     QUANTIZE_KINDS,
+    cpu_4bit_paths,
     dequantize_linear,
+    guard_quantized,
     is_quantized,
-    keep_int8_frozen,
     quantize_model,
     weight_memory,
 )
@@ -123,7 +124,7 @@ def _prepare(
         existing = _detect_quantized(model)
         if quantize is not None and existing is None:
             quantize_model(model, quantize, exclude=heads)
-        keep_int8_frozen(model)
+        guard_quantized(model)
         state.quantize = existing or quantize
         for p in model.parameters():
             p.requires_grad_(False)
@@ -304,6 +305,8 @@ class TrainableReport:
     """What the quantized weights would take in fp32."""
     method: str | None = None
     """Active method (``None`` for a model without petrec adapter)."""
+    cpu_4bit_paths: dict[str, int] = field(default_factory=dict)
+    """4-bit layers by CPU inference kernel (see :func:`petrec.methods.quantization.cpu_4bit_paths`)."""
 
     @property
     def percent(self) -> float:
@@ -326,6 +329,15 @@ class TrainableReport:
                 f"quantized weights: {self.quantized_bytes / 2**20:.2f} MiB "
                 f"({self.quantized_ratio:.3f}x of fp32 {self.quantized_fp32_bytes / 2**20:.2f} MiB)"
             )
+        paths = self.cpu_4bit_paths
+        if paths.get("layers"):
+            if paths["packed"] or paths["plain_by_shape"]:
+                lines.append(
+                    f"4-bit CPU inference kernel: packed for {paths['packed']} layers, plain for "
+                    f"{paths['plain_by_shape']} (shape the packed kernel cannot take)"
+                )
+            else:
+                lines.append(f"4-bit CPU inference kernel: plain for all {paths['layers']} layers")
         width = max([len(k) for k in self.by_module] + [6])
         lines.append(f"{'module':<{width}}  {'trainable':>12}  {'total':>12}")
         for key, (tr, tot) in self.by_module.items():
@@ -365,4 +377,5 @@ def trainable_report(model: nn.Module) -> TrainableReport:
         quantized_bytes=mem["quantized"],
         quantized_fp32_bytes=mem["quantized_fp32"],
         method=method,
+        cpu_4bit_paths=cpu_4bit_paths(model),
     )

@@ -14,10 +14,31 @@ Two paths, because bitsandbytes 0.50.2 + transformers 5.24 behave differently pe
 
 Either way the result carries bitsandbytes layers that peft's LoRA wraps, and
 :func:`weight_memory` measures the stored weight bytes from the tensors themselves.
+
+bitsandbytes 0.50.2 has two CPU paths for 4-bit layers. On CPUs with avx512_bf16 (Intel Xeon
+Sapphire Rapids and later, AMD Zen 4) ``Linear4bit.forward`` repacks its weight, the first time it
+runs in eval mode on an input without grad, into the layout of a bf16 CPU kernel; elsewhere it
+never does. Left alone that path breaks in three ways (reproduced in
+tests/methods/test_quantization_cpu_paths.py):
+
+* the repacking reshapes the block scales to ``[out, in // blocksize]`` and fails for a layer
+  whose ``in_features`` is not a multiple of the block size (``shape '[32, 0]' is invalid``);
+* the packed kernel has no backward and adds the bias in place: the next training forward after a
+  validation pass fails (``a view of a leaf Variable that requires grad ...``) or, where it does
+  not, passes no gradient through the frozen base;
+* bitsandbytes' inverse repacking re-quantizes the block scales from their bf16 copy, so the frozen
+  weights drift with every eval → train switch and a saved adapter no longer reproduces them.
+
+:func:`guard_4bit` takes the routing out of bitsandbytes' hands. By default every forward runs the
+plain path, the same on every CPU (:func:`packed_cpu_kernel_enabled`). With the packed kernel
+enabled it serves only CPU inference without grad on layers whose shape it takes; every other
+forward runs the plain, differentiable path on the exact quantized weights, which petrec keeps
+aside while a packed copy exists (the 4-bit weights are held twice during evaluation then).
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from typing import Any
 
@@ -66,9 +87,23 @@ def quantize_linear(layer: nn.Module, kind: str, compute_dtype: torch.dtype = to
         q.bias = nn.Parameter(lin.bias.data.detach().float().cpu(), requires_grad=False)
     # Moving the module is what quantizes it (on CPU as well as on CUDA).
     q = q.to(device)
-    if kind == "int8":
-        keep_int8_frozen(q)
+    guard_quantized(q)
     return q
+
+
+def guard_quantized(model: nn.Module) -> None:
+    """Install petrec's guards on every bitsandbytes layer of ``model`` (idempotent).
+
+    8-bit layers stay frozen on the inference path (:func:`keep_int8_frozen`); 4-bit layers get the
+    CPU-path routing of :func:`guard_4bit`.
+    """
+    keep_int8_frozen(model)
+    guard_4bit(model)
+
+
+def _is_bnb(module: nn.Module, name: str) -> bool:
+    """A bitsandbytes layer of class ``name`` (peft's LoRA wrappers share the class names)."""
+    return type(module).__name__ == name and type(module).__module__.startswith("bitsandbytes")
 
 
 def keep_int8_frozen(model: nn.Module) -> None:
@@ -77,11 +112,7 @@ def keep_int8_frozen(model: nn.Module) -> None:
     Only bitsandbytes' own layers are hooked: peft's LoRA wrapper has the same class name.
     """
     for module in model.modules():
-        if (
-            type(module).__name__ == "Linear8bitLt"
-            and type(module).__module__.startswith("bitsandbytes")
-            and not getattr(module, "_petrec_int8_hook", False)
-        ):
+        if _is_bnb(module, "Linear8bitLt") and not getattr(module, "_petrec_int8_hook", False):
             module.register_forward_pre_hook(_frozen_int8)
             module.register_forward_hook(_restore_int8_bias)
             module._petrec_int8_hook = True
@@ -118,6 +149,132 @@ def _restore_int8_bias(module: nn.Module, args: object, output: object) -> None:
     module._petrec_bias_before = None
 
 
+#: Rows per tile of bitsandbytes' packed CPU layout (``block_n`` of
+#: ``bitsandbytes.functional._convert_weight_packed_for_cpu``).
+PACKED_BLOCK_N = 32
+
+
+#: Environment variable choosing the CPU kernel of 4-bit inference: ``plain`` (default) or ``packed``.
+CPU_4BIT_KERNEL_ENV = "PETREC_CPU_4BIT_KERNEL"
+
+
+def packed_cpu_kernel_enabled() -> bool:
+    """True where no-grad 4-bit CPU inference may use bitsandbytes' packed avx512_bf16 kernel.
+
+    Off by default: the packed kernel computes in bf16 with bf16 block scales, so its outputs
+    differ from the training forward's (0.03 on MiniLM hidden states) and from a machine without
+    the instruction; the plain path gives the same numbers on every x86 CPU. Set
+    ``PETREC_CPU_4BIT_KERNEL=packed`` for its speed (MiniLM nf4, batch 16 x 128, 2 cores: 0.34 s
+    against 0.43 s a forward, measured on a shared AMD EPYC with avx512_bf16).
+
+    Raises:
+        PetrecMethodError: The variable holds something other than ``plain`` or ``packed``.
+    """
+    import os
+
+    choice = os.environ.get(CPU_4BIT_KERNEL_ENV, "plain").strip().lower() or "plain"
+    if choice not in ("plain", "packed"):
+        raise PetrecMethodError(f"{CPU_4BIT_KERNEL_ENV} must be 'plain' or 'packed', got {choice!r}")
+    if choice == "plain":
+        return False
+    from bitsandbytes.functional import has_avx512bf16
+
+    return bool(has_avx512bf16())
+
+
+def packable(layer: nn.Module) -> bool:
+    """Whether the packed CPU kernel takes this 4-bit layer's shape.
+
+    The repacking needs ``out_features`` in whole tiles of :data:`PACKED_BLOCK_N` rows and
+    ``in_features`` in whole quantization blocks (each row's scales become one column).
+    """
+    qs = _plain(layer)[1]
+    out_features, in_features = (int(d) for d in qs.shape)
+    return out_features % PACKED_BLOCK_N == 0 and in_features % qs.blocksize == 0
+
+
+def guard_4bit(model: nn.Module) -> None:
+    """Route every bitsandbytes ``Linear4bit`` in ``model`` safely between its CPU paths.
+
+    Installs a forward pre-hook (the routing of :func:`_route_4bit`) and a state-dict pre-hook
+    that saves the exact plain-layout weights. Idempotent.
+    """
+    kernel = None
+    for module in model.modules():
+        if not _is_bnb(module, "Linear4bit") or getattr(module, "_petrec_4bit_hook", False):
+            continue
+        if kernel is None:
+            kernel = packed_cpu_kernel_enabled()
+        module._petrec_packed_ok = kernel and packable(module)
+        module.support_avx512bf16_for_cpu = False
+        module.register_forward_pre_hook(_route_4bit)
+        module.register_state_dict_pre_hook(_unpack_before_save)
+        module._petrec_4bit_hook = True
+
+
+def cpu_4bit_paths(model: nn.Module) -> dict[str, int]:
+    """How many guarded 4-bit layers may use the packed CPU kernel and how many always run plain.
+
+    ``plain_by_shape`` counts layers the packed kernel cannot take where it is enabled; they stay
+    4-bit and run bitsandbytes' plain (dequantize + matmul) path.
+    """
+    layers = [m for m in model.modules() if getattr(m, "_petrec_4bit_hook", False)]
+    kernel = packed_cpu_kernel_enabled()
+    packed = sum(1 for m in layers if m._petrec_packed_ok)
+    return {"packed": packed, "plain_by_shape": (len(layers) - packed) if kernel else 0, "layers": len(layers)}
+
+
+def _is_packed(module: nn.Module) -> bool:
+    return bool(getattr(module.weight.quant_state, "packing_format_for_cpu", False))
+
+
+def _plain(module: nn.Module) -> tuple[torch.Tensor, Any]:
+    """The layer's exact plain-layout (weight codes, quant state), also while a packed copy serves."""
+    if _is_packed(module):
+        return module._petrec_plain
+    return module.weight.data, module.weight.quant_state
+
+
+def _route_4bit(module: nn.Module, args: tuple[Any, ...]) -> None:
+    """Choose the path of this forward: packed kernel only for no-grad CPU inference.
+
+    bitsandbytes packs the weight itself when ``support_avx512bf16_for_cpu`` is set and the
+    layer is in eval mode on a CPU input without grad; petrec sets the flag per call, remembers
+    the plain layout before the first packing, and puts it back (exactly, not through
+    bitsandbytes' lossy inverse) before any forward that the packed kernel must not serve.
+    """
+    x = args[0] if args else None
+    use_packed = bool(
+        module._petrec_packed_ok
+        and isinstance(x, torch.Tensor)
+        and x.device.type == "cpu"
+        and not module.training
+        and not torch.is_grad_enabled()
+    )
+    module.support_avx512bf16_for_cpu = use_packed
+    if _is_packed(module):
+        if not use_packed:
+            _restore_plain(module)
+    elif use_packed:
+        # bitsandbytes mutates the QuantState object in place when it packs: keep a copy.
+        module._petrec_plain = (module.weight.data, copy.copy(module.weight.quant_state))
+
+
+def _restore_plain(module: nn.Module) -> None:
+    data, state = module._petrec_plain
+    module.weight.data = data
+    module.weight.quant_state = state
+    if getattr(module, "quant_state", None) is not None:
+        module.quant_state = state
+    module._petrec_plain = None
+
+
+def _unpack_before_save(module: nn.Module, prefix: str, keep_vars: bool) -> None:
+    """Save the exact plain layout (bitsandbytes would save through its lossy inverse)."""
+    if _is_packed(module):
+        _restore_plain(module)
+
+
 def quantize_model(model: nn.Module, kind: str, exclude: Sequence[str] = ()) -> list[str]:
     """Quantize every linear layer of ``model`` outside ``exclude`` in place.
 
@@ -149,7 +306,8 @@ def dequantize_linear(layer: nn.Module) -> nn.Linear:
 
     w = layer.weight
     if type(layer).__name__ == "Linear4bit":
-        weight = bnb.functional.dequantize_4bit(w.data, w.quant_state).float()
+        data, state = _plain(layer)
+        weight = bnb.functional.dequantize_4bit(data, state).float()
     elif type(layer).__name__ == "Linear8bitLt":
         scb = w.SCB if getattr(w, "SCB", None) is not None else layer.state.SCB
         weight = bnb.functional.int8_vectorwise_dequant(w.data, scb).float()
@@ -183,12 +341,13 @@ def weight_memory(model: nn.Module) -> dict[str, int]:
     total = quantized = quantized_fp32 = 0
     quant_params = set()
     for module in model.modules():
-        if not is_quantized(module):
-            continue
+        four_bit = _is_bnb(module, "Linear4bit")
+        if not (four_bit or _is_bnb(module, "Linear8bitLt")):
+            continue  # peft's wrappers share these class names; their base layer is counted
         w = module.weight
         quant_params.add(id(w))
-        nbytes = _tensor_bytes(w.data, seen)
-        qs = getattr(w, "quant_state", None)
+        data, qs = _plain(module) if four_bit else (w.data, None)
+        nbytes = _tensor_bytes(data, seen)
         if qs is not None:
             shape = tuple(qs.shape)
             for t in (qs.absmax, qs.code, qs.offset):
