@@ -23,6 +23,10 @@ from petrec.bench.system import SHARED_CPU_SHARE, describe_machine, write_text_a
 MISSING = "—"
 #: Marks a speed cell averaging a run measured on a shared CPU (see "Runs that shared the CPU").
 SHARED_MARK = " †"
+#: Marks a speed cell left blank because a run behind it has no CPU-sharing figure.
+UNRECORDED_MARK = " ‡"
+#: The footnote of :data:`UNRECORDED_MARK`.
+UNRECORDED_NOTE = "speed not recorded alone: no CPU-sharing figure"
 
 
 def _num(x: Any) -> float:
@@ -129,6 +133,8 @@ def table_rows(part: pd.DataFrame, style: str = "md") -> tuple[list[str], list[l
         headers.append(f"test {metric}{arrow} mean ± std [95% CI]")
     headers += [f"peak mem MB{' (' + _short_source(source) + ')' if source else ''}", "mem ÷ full",
                 "train samples/s", "speed ÷ full", "infer samples/s", "adapter size"]
+    full = part[part["method"] == "full"]
+    full_unrecorded = bool(len(full)) and _unrecorded(full.iloc[0])
     rows = []
     for _, r in part.iterrows():
         name = r["method"] if r["kind"] != "baseline" else f"{r['method']} (baseline)"
@@ -137,11 +143,28 @@ def table_rows(part: pd.DataFrame, style: str = "md") -> tuple[list[str], list[l
             row.append(fmt_metric(r))
         elif int(r.get("n_ok", 0)) < int(r.get("n_runs", 0)):
             row[0] += f" ({int(r['n_runs']) - int(r['n_ok'])}/{int(r['n_runs'])} failed)"
-        mark = SHARED_MARK if int(r.get("shared_cpu_runs", 0) or 0) else ""
-        row += [fmt(r["memory_mb"]), fmt_ratio(r["memory_ratio"]), fmt(r["train_sps"]) + mark,
-                fmt_ratio(r["train_sps_ratio"]), fmt(r["infer_sps"]) + mark, fmt_bytes(r["adapter_bytes"])]
+        train, ratio, infer = speed_cells(r, full_unrecorded)
+        row += [fmt(r["memory_mb"]), fmt_ratio(r["memory_ratio"]), train, ratio, infer, fmt_bytes(r["adapter_bytes"])]
         rows.append(row)
     return headers, rows
+
+
+def _unrecorded(row: pd.Series) -> bool:
+    return int(row.get("speed_unrecorded_runs", 0) or 0) > 0
+
+
+def speed_cells(row: pd.Series, full_unrecorded: bool) -> tuple[str, str, str]:
+    """Train samples/s, speed ÷ full and inference samples/s of one summary row, as table cells.
+
+    A speed averaging a run without a CPU-sharing figure is not shown (``— ‡``), nor is a ratio
+    that divides by or into one; a speed averaging a run measured on a shared CPU is marked ``†``.
+    """
+    blank = MISSING + UNRECORDED_MARK
+    if _unrecorded(row):
+        return blank, blank, blank
+    mark = SHARED_MARK if int(row.get("shared_cpu_runs", 0) or 0) else ""
+    ratio = blank if full_unrecorded and not math.isnan(_num(row["train_sps"])) else fmt_ratio(row["train_sps_ratio"])
+    return fmt(row["train_sps"]) + mark, ratio, fmt(row["infer_sps"]) + mark
 
 
 def _short_source(label: str) -> str:
@@ -209,7 +232,7 @@ def render(summary: pd.DataFrame, runs: pd.DataFrame, meta: dict[str, Any], styl
         out += ["No runs recorded yet.", ""]
         return "\n".join(out)
     order = _method_order(summary, meta)
-    facts = findings(summary, meta)
+    facts = findings(summary, meta, runs)
     if facts:
         out += [f"{h2}Findings (computed from the runs below)", "", *[f"- {f}" for f in facts], ""]
     for table, tpart in summary.groupby("table", sort=False):
@@ -263,6 +286,14 @@ def render(summary: pd.DataFrame, runs: pd.DataFrame, meta: dict[str, Any], styl
                 f"Other processes used more than {SHARED_CPU_SHARE:.0%} of the machine's CPU while these runs "
                 f"ran (measured from /proc/stat around each run), so their samples/s are lower than alone; "
                 f"table cells that average them are marked {SHARED_MARK}.", "", *shared, ""]
+    unrecorded = unrecorded_speed_lines(runs)
+    if unrecorded:
+        out += [f"{h2}Speeds not recorded alone", "",
+                f"{UNRECORDED_MARK.strip()} {UNRECORDED_NOTE}. These run records carry samples/s but no "
+                "`train_info.cpu_sharing` figure, so whether other processes shared the CPU while they ran "
+                f"is unknown; table cells that average them, and speed ÷ full ratios that use them, show "
+                f"{MISSING}{UNRECORDED_MARK}. The raw figures stay in runs/<run_id>.json and runs.csv.", "",
+                *unrecorded, ""]
     failed = runs[runs["status"] != "ok"] if len(runs) else runs
     if len(failed):
         out += [f"{h2}Failed runs", ""]
@@ -290,6 +321,34 @@ def shared_cpu_lines(runs: pd.DataFrame) -> list[str]:
     hit = runs[(runs["status"] == "ok") & (runs["other_cpu_share"] > SHARED_CPU_SHARE)]
     return [f"- `{r['run_id']}`: other processes used {r['other_cpu_share']:.0%} of the CPU"
             for _, r in hit.iterrows()]
+
+
+def unrecorded_speed_runs(runs: pd.DataFrame) -> pd.Series:
+    """True for each ok run that has a samples/s figure but no CPU-sharing figure."""
+    if not len(runs):
+        return pd.Series(dtype=bool)
+    timed = runs["train_samples_per_s"].notna() | runs["inference_samples_per_s"].notna()
+    return (runs["status"] == "ok") & timed & runs["other_cpu_share"].isna()
+
+
+def unrecorded_speed_lines(runs: pd.DataFrame) -> list[str]:
+    """One line per table cell naming its runs whose speed was not recorded alone (method, seeds)."""
+    hit = runs[unrecorded_speed_runs(runs)] if len(runs) else runs
+    out = []
+    for (table, variant, k), cell in hit.groupby(["table", "variant", "k_label"], sort=False):
+        methods = [f"{m} ({', '.join(f's{int(s)}' for s in g['seed'].dropna())})" for m, g in cell.groupby("method", sort=False)]
+        out.append(f"- {table} {variant} k={k}: " + "; ".join(methods))
+    return out
+
+
+def with_speed_provenance(summary: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
+    """``summary`` plus ``speed_unrecorded_runs``: per row, ok runs with a speed but no CPU-sharing figure."""
+    if summary.empty:
+        return summary
+    keys = ["table", "variant", "k_label", "method"]
+    counts = runs.assign(_u=unrecorded_speed_runs(runs)).groupby(keys)["_u"].sum().rename("speed_unrecorded_runs")
+    merged = summary.merge(counts.reset_index(), on=keys, how="left")
+    return merged.assign(speed_unrecorded_runs=merged["speed_unrecorded_runs"].fillna(0).astype(int))
 
 
 def coverage(runs: pd.DataFrame, meta: dict[str, Any]) -> list[str]:
@@ -348,7 +407,7 @@ def build_report(results_dir: str | os.PathLike[str], *, make_plots: bool = True
                                  _v=summary["variant"].map(lambda v: variants.index(v) if v in variants else 999))
         summary = summary.sort_values(["table", "_v", "variant", "_k", "_o"], kind="stable")
         summary = summary.drop(columns=["_o", "_k", "_v"])
-        summary = summary.reset_index(drop=True)
+        summary = with_speed_provenance(summary.reset_index(drop=True), runs)
     plots: dict[str, list[str]] = {}
     if make_plots and not summary.empty:
         from petrec.bench.plots import make_plots as _plots

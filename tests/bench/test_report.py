@@ -82,6 +82,8 @@ def test_report_of_empty_and_missing_folders(tmp_path: Path) -> None:
 def test_references_goals_and_baselines_appear(tmp_path: Path) -> None:
     recs = [record("full", s, 0.70 + 0.01 * s, mem=400, sps=10) for s in (1, 2)]
     recs += [record("lora", s, 0.70 + 0.01 * s, mem=100, sps=14) for s in (1, 2)]
+    for rec in recs:
+        rec["train_info"]["cpu_sharing"] = {"other_share": 0.01}
     recs += [record("history-share", 1, 0.726, kind="baseline", mem=None, sps=None, params=0)]
     suite = {"name": "t", "methods": {"full": {}, "lora": {}}, "experiments": [{
         "name": "P1", "metric": "auc", "baselines": ["history-share"],
@@ -92,15 +94,19 @@ def test_references_goals_and_baselines_appear(tmp_path: Path) -> None:
     }]}
     _write(tmp_path, recs, suite)
     md = build_report(tmp_path)[0].read_text()
-    assert "goal 'LoRA mem' (P1 default k=256): measured 0.250, met" in md
-    assert "goal 'LoRA speed' (P1 default k=256): measured 1.400, NOT met" in md
+    # identical memory and speed on both seeds: zero-width intervals
+    assert ("goal 'LoRA mem' (P1 default k=256): measured 0.250 [95% CI 0.250, 0.250] (n=2), met "
+            "(the whole interval is <= 0.45)") in md
+    assert ("goal 'LoRA speed' (P1 default k=256): measured 1.400 [95% CI 1.400, 1.400] (n=2), NOT met "
+            "(the whole interval is on the wrong side of 1.5)") in md
     assert "goal 'QLoRA mem' (P1 default k=256): not checked" in md
     assert "| TALLRec (published, not run here) | — | — | 0.7198 |" in md
     assert "| history-share (baseline) | 0 | 0.0000 | 0.7260 (n=1) |" in md  # hand-made record: percent 0
     assert "| lora | 10 | 1.0000 | 0.7150 ± 0.0071" in md
     assert md.index("history-share (baseline)") < md.index("| full |")  # baselines first
     assert "lora − full = +0.0000 (within 1 point)" in md
-    assert "does NOT beat the best baseline (history-share) (one run on a side: no interval" in md
+    assert ("the best parameter-efficient method (lora) and the best baseline (history-share) are not "
+            "distinguishable (one run on a side: no interval)") in md
     assert "best baseline history-share (statistics) 0.7260" in md
 
 
@@ -123,6 +129,7 @@ def test_efficiency_report_without_metric_has_memory_plot_and_goals(tmp_path: Pa
             rec["run_info"]["run_id"] = f"E1__{variant}__{method}__kfull__s1"
             rec["train_info"]["peak_memory"] = {"train_rss_delta_mb": mem * scale, "process_peak_rss_mb": 5000.0}
             rec["train_info"]["labels"] = [f"{variant} shape with RANDOM weights: memory and speed only"]
+            rec["train_info"]["cpu_sharing"] = {"other_share": 0.0}
             recs.append(rec)
     suite = {"name": "efficiency", "methods": {"full": {}, "lora": {}, "qlora": {}}, "experiments": [{
         "name": "E1", "metric": None, "goals": [
@@ -130,7 +137,8 @@ def test_efficiency_report_without_metric_has_memory_plot_and_goals(tmp_path: Pa
              "label": "QLoRA mem"}]}]}
     _write(tmp_path, recs, suite)
     md = build_report(tmp_path)[0].read_text()
-    assert "goal 'QLoRA mem' (E1 bert-large): measured 0.200, met" in md
+    assert ("goal 'QLoRA mem' (E1 bert-large): single run: point estimate 0.200 vs goal <= 0.25, "
+            "not a tested result") in md
     assert md.count("goal 'QLoRA mem'") == 1  # only the variant it names
     assert "peak mem MB (CPU RSS growth)" in md and "test " not in md.split("## E1")[1]
     assert "| lora | 10 | 1.0000 | 900 | 0.30× | 14.0 | 1.40× |" in md
@@ -140,13 +148,15 @@ def test_efficiency_report_without_metric_has_memory_plot_and_goals(tmp_path: Pa
 
 def test_speeds_measured_on_a_shared_cpu_are_marked_and_listed(tmp_path: Path) -> None:
     recs = [record("full", s, 0.70, sps=10) for s in (1, 2)] + [record("lora", s, 0.69, sps=14) for s in (1, 2)]
+    for rec in recs:
+        rec["train_info"]["cpu_sharing"] = {"other_share": 0.02}  # idle machine
     recs[1]["train_info"]["cpu_sharing"] = {"other_share": 0.45}  # full s2 ran beside other work
-    recs[2]["train_info"]["cpu_sharing"] = {"other_share": 0.02}  # lora s1: idle machine
     _write(tmp_path, recs)
     md = build_report(tmp_path)[0].read_text()
     full_row = next(ln for ln in md.splitlines() if ln.startswith("| full |"))
     lora_row = next(ln for ln in md.splitlines() if ln.startswith("| lora |"))
-    assert "10.0 †" in full_row and "20.0 †" in full_row and "†" not in lora_row
+    assert "| 10.0 † | 1.00× | 20.0 † |" in full_row and "| 14.0 | 1.40× | 28.0 |" in lora_row
+    assert "‡" not in md and "Speeds not recorded alone" not in md
     assert "## Runs that shared the CPU" in md
     assert "- `P1__default__full__k256__s2`: other processes used 45% of the CPU" in md
     assert "P1__default__lora__k256__s1`: other" not in md
@@ -154,15 +164,32 @@ def test_speeds_measured_on_a_shared_cpu_are_marked_and_listed(tmp_path: Path) -
         assert {r["method"]: r["shared_cpu_runs"] for r in csv.DictReader(f)} == {"full": "1", "lora": "0"}
 
 
-def test_method_against_baseline_says_when_intervals_overlap() -> None:
-    from petrec.bench.aggregate import runs_frame, summarize
-    from petrec.bench.findings import compare_methods
+def test_speeds_without_a_cpu_sharing_figure_are_not_shown_as_clean(tmp_path: Path) -> None:
+    recs = [record("full", s, 0.70, sps=10) for s in (1, 2)] + [record("lora", s, 0.69, sps=14) for s in (1, 2)]
+    recs += [record("head", s, 0.60, sps=30) for s in (1, 2)]
+    for rec in recs[2:]:
+        rec["train_info"]["cpu_sharing"] = {"other_share": 0.02}
+    recs[3]["train_info"].pop("cpu_sharing")  # lora s2: no figure, so the lora cells are blank
+    _write(tmp_path, recs)
+    md = build_report(tmp_path)[0].read_text()
+    rows = {ln.split(" | ")[0][2:]: ln for ln in md.splitlines() if ln.startswith("| ") and "(n=2)" in ln}
+    assert rows["full"].endswith("| — ‡ | — ‡ | — ‡ | 1.0 KB |")  # both full runs lack the figure
+    assert rows["lora"].endswith("| — ‡ | — ‡ | — ‡ | 1.0 KB |")  # one of two lora runs lacks it
+    assert rows["head"].endswith("| 30.0 | — ‡ | 60.0 | 1.0 KB |")  # clean, but ÷ an unrecorded full
+    assert "## Speeds not recorded alone" in md
+    assert "‡ speed not recorded alone: no CPU-sharing figure." in md
+    assert "- P1 default k=256: full (s1, s2); lora (s2)" in md
+    with open(tmp_path / "summary.csv") as f:
+        counts = {r["method"]: r["speed_unrecorded_runs"] for r in csv.DictReader(f)}
+    assert counts == {"full": "2", "lora": "1", "head": "0"}
 
-    def line(lora: list[float], base: list[float]) -> str:
-        recs = [record("lora", s, v) for s, v in enumerate(lora, 1)]
-        recs += [record("logreg-counts", s, v, kind="baseline") for s, v in enumerate(base, 1)]
-        return compare_methods(summarize(runs_frame(recs)), {})[0]
 
-    assert line([0.70, 0.71, 0.72], [0.69, 0.70, 0.71]).endswith(
-        "beats the best baseline (logreg-counts) (their 95% intervals overlap)")
-    assert line([0.80, 0.81, 0.80], [0.70, 0.71, 0.70]).endswith("beats the best baseline (logreg-counts)")
+def test_speed_goal_is_not_checked_without_a_cpu_sharing_figure(tmp_path: Path) -> None:
+    recs = [record("full", s, 0.70, sps=10) for s in (1, 2)] + [record("lora", s, 0.69, sps=14) for s in (1, 2)]
+    suite = {"name": "t", "methods": {"full": {}, "lora": {}}, "experiments": [{
+        "name": "P1", "metric": "auc",
+        "goals": [{"method": "lora", "quantity": "train_sps_ratio", "op": ">=", "value": 1.3, "label": "speed"}]}]}
+    _write(tmp_path, recs, suite)
+    md = build_report(tmp_path)[0].read_text()
+    assert ("goal 'speed' (P1 default k=256): not checked, speed not recorded alone: a lora run has no "
+            "CPU-sharing figure") in md
