@@ -34,6 +34,7 @@ from petrec.bench.suite import RunSpec, SuiteConfig, expand, suite_to_dict
 from petrec.bench.system import (
     REPO_ROOT,
     SHARED_CPU_SHARE,
+    cpu_sharing_record,
     dir_bytes,
     git_state,
     machine,
@@ -160,9 +161,7 @@ def cpu_sharing(proc: ProcessResult) -> dict[str, Any] | None:
     """
     if proc.cpu_seconds is None or proc.machine_cpu_seconds is None or not proc.cpus or proc.wall_seconds <= 0:
         return None
-    other = max(0.0, proc.machine_cpu_seconds - proc.cpu_seconds)
-    return {"run_cpu_seconds": round(proc.cpu_seconds, 1), "other_cpu_seconds": round(other, 1),
-            "cpus": proc.cpus, "other_share": round(other / (proc.cpus * proc.wall_seconds), 3)}
+    return cpu_sharing_record(proc.cpu_seconds, proc.machine_cpu_seconds, proc.cpus, proc.wall_seconds)
 
 
 def _kill(proc: subprocess.Popen[bytes]) -> None:

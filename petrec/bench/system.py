@@ -146,6 +146,58 @@ def machine_cpu_seconds(stat_path: Path = Path("/proc/stat")) -> tuple[float, in
     return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK"), cpus
 
 
+def cpu_sharing_record(own_cpu: float, machine_cpu: float, cpus: int, wall: float) -> dict[str, Any]:
+    """The ``cpu_sharing`` entry of a record: how much CPU other processes took during a run.
+
+    ``other_share`` = (machine CPU time − the run's own CPU time) ÷ (CPUs × wall time): 0 on an
+    otherwise idle machine, 0.5 when other work kept half of the cores busy.
+    """
+    other = max(0.0, machine_cpu - own_cpu)
+    return {"run_cpu_seconds": round(own_cpu, 1), "other_cpu_seconds": round(other, 1),
+            "cpus": cpus, "other_share": round(other / (cpus * wall), 3)}
+
+
+class CpuSharingMeter:
+    """Measures :func:`cpu_sharing_record` around work done in this process (and its children).
+
+    ``start()`` before the work, ``stop()`` after it; ``stop`` returns None where ``/proc/stat``
+    is not readable.
+    """
+
+    def __init__(self) -> None:
+        self._start: tuple[float, float, float] | None = None
+
+    @staticmethod
+    def _own_cpu() -> float:
+        import resource
+
+        total = 0.0
+        for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+            usage = resource.getrusage(who)
+            total += usage.ru_utime + usage.ru_stime
+        return total
+
+    def start(self) -> None:
+        """Take the first reading."""
+        import time
+
+        reading = machine_cpu_seconds()
+        self._start = None if reading is None else (reading[0], self._own_cpu(), time.perf_counter())
+
+    def stop(self) -> dict[str, Any] | None:
+        """Take the second reading and return the record (None if either reading failed)."""
+        import time
+
+        reading = machine_cpu_seconds()
+        if self._start is None or reading is None:
+            return None
+        machine0, own0, tick = self._start
+        wall = time.perf_counter() - tick
+        if wall <= 0 or not reading[1]:
+            return None
+        return cpu_sharing_record(self._own_cpu() - own0, reading[0] - machine0, reading[1], wall)
+
+
 def reset_peak_rss() -> bool:
     """Reset this process's peak RSS (``VmHWM``) to the current RSS; False where unsupported.
 
