@@ -64,6 +64,8 @@ class BehaviourCollator:
 
     def __call__(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
         batch = self._tokens([r["input_ids"] for r in rows])
+        if "features" in rows[0]:  # behaviour features of the prior path (petrec.data.features)
+            batch["features"] = torch.tensor([r["features"] for r in rows], dtype=torch.float32)
         if self.task in LABEL_COLUMN:
             column = LABEL_COLUMN[self.task]
             batch["labels"] = torch.tensor([float(r[column]) for r in rows], dtype=torch.float32)

@@ -30,13 +30,13 @@ def higher_is_better(metric: str) -> bool:
     return base not in _LOWER_IS_BETTER
 
 
-#: Batch keys a :class:`petrec.models.BehaviourModel` reads.
-TEXT_INPUTS = ("input_ids", "attention_mask")
+#: Batch keys a :class:`petrec.models.BehaviourModel` reads (``features`` only with a behaviour prior).
+MODEL_INPUTS = ("input_ids", "attention_mask", "features")
 
 
 @torch.no_grad()
 def predict_scores(model: nn.Module, loader: Any, accelerator: Accelerator,
-                   input_keys: tuple[str, ...] = TEXT_INPUTS) -> tuple[np.ndarray, np.ndarray]:
+                   input_keys: tuple[str, ...] = MODEL_INPUTS) -> tuple[np.ndarray, np.ndarray]:
     """Model outputs and labels for a pointwise task, gathered over processes.
 
     Args:
@@ -60,7 +60,7 @@ def predict_scores(model: nn.Module, loader: Any, accelerator: Accelerator,
 
 
 def evaluate_ctr(model: nn.Module, loader: Any, accelerator: Accelerator,
-                 input_keys: tuple[str, ...] = TEXT_INPUTS) -> dict[str, float]:
+                 input_keys: tuple[str, ...] = MODEL_INPUTS) -> dict[str, float]:
     """AUC (first: the default selection metric), log loss, accuracy and F1 of click/like logits."""
     logits, labels = predict_scores(model, loader, accelerator, input_keys)
     return {**M.compute_ctr(labels.astype(np.int64), logits, from_logits=True), "n_examples": float(len(labels))}

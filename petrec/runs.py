@@ -21,6 +21,7 @@ import petrec
 from petrec.collate import pad_sequences
 from petrec.config import ConfigError, from_dict, read_yaml
 from petrec.data import DataConfig, DataError
+from petrec.data.features import BehaviourStats
 from petrec.models import BehaviourModel, ModelConfig, load_tokenizer
 from petrec.models.build import load_backbone
 
@@ -35,6 +36,8 @@ class TrainedRun:
     model: BehaviourModel
     tokenizer: Any
     max_length: int
+    stats: BehaviourStats | None = None
+    """The behaviour statistics of a model with ``behaviour_prior`` (``behaviour_stats.json``)."""
 
 
 def load_run(folder: str | os.PathLike[str], *, data_dir: str | None = None) -> TrainedRun:
@@ -57,7 +60,8 @@ def load_run(folder: str | os.PathLike[str], *, data_dir: str | None = None) -> 
     backbone, is_decoder = load_backbone(model_cfg)
     model = petrec.load_adapter(BehaviourModel(backbone, model_cfg, is_decoder=is_decoder), folder / "adapter")
     model.eval()
-    return TrainedRun(folder, data_cfg, model_cfg, model, load_tokenizer(model_cfg), max_length)
+    stats = BehaviourStats.load(folder) if model_cfg.behaviour_prior else None
+    return TrainedRun(folder, data_cfg, model_cfg, model, load_tokenizer(model_cfg), max_length, stats)
 
 
 def read_run_config(folder: str | os.PathLike[str],
@@ -97,13 +101,14 @@ def score_examples(run: TrainedRun, examples: Any, *, items: Any = None, batch_s
         raise ValueError(f"scoring needs a ctr or rating model, this run is {run.model_cfg.task!r}")
     tokens = petrec.data.tokenize_examples(examples, run.tokenizer, max_length=run.max_length, items=items,
                                            template=run.data.template, task=run.model_cfg.task)
+    features = run.stats.features(examples) if run.stats is not None else None
     return score_token_ids(run.model, run.model_cfg.task, tokens["input_ids"], run.tokenizer,
-                           batch_size=batch_size).cpu().numpy()
+                           batch_size=batch_size, features=features).cpu().numpy()
 
 
 @torch.no_grad()
 def score_token_ids(model: BehaviourModel, task: str, seqs: Sequence[Sequence[int]], tokenizer: Any, *,
-                    batch_size: int = 64) -> torch.Tensor:
+                    batch_size: int = 64, features: np.ndarray | None = None) -> torch.Tensor:
     """Click probabilities (ctr) or predicted ratings of token-id lists, in order.
 
     The one scoring pass behind :func:`score_examples`, ``petrec.deploy.load.score_requests``
@@ -115,6 +120,7 @@ def score_token_ids(model: BehaviourModel, task: str, seqs: Sequence[Sequence[in
         seqs: Token ids per example.
         tokenizer: Gives ``pad_token_id`` and ``padding_side``.
         batch_size: Examples per forward pass.
+        features: ``(len(seqs), n_features)`` behaviour features, for a model with a behaviour prior.
     """
     device = next(model.parameters()).device
     out = []
@@ -122,7 +128,10 @@ def score_token_ids(model: BehaviourModel, task: str, seqs: Sequence[Sequence[in
         chunk = seqs[start:start + batch_size]
         ids = pad_sequences(chunk, tokenizer.pad_token_id, tokenizer.padding_side)
         mask = pad_sequences([[1] * len(s) for s in chunk], 0, tokenizer.padding_side)
-        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.reshape(-1).float()
+        extra = {}
+        if features is not None:
+            extra["features"] = torch.as_tensor(features[start:start + batch_size], device=device)
+        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), **extra).logits.reshape(-1).float()
         out.append(torch.sigmoid(logits) if task == "ctr" else logits)
     return torch.cat(out) if out else torch.zeros(0)
 

@@ -182,8 +182,8 @@ def _tracker_available(name: str) -> bool:
 
 
 def is_head_param(name: str) -> bool:
-    """Whether a parameter belongs to the task head (a module path segment named ``head``)."""
-    return "head" in name.split(".")[:-1]
+    """Whether a parameter belongs to a task head (a module path segment ``head`` or ``prior``)."""
+    return not {"head", "prior"}.isdisjoint(name.split(".")[:-1])
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:

@@ -20,8 +20,9 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Literal
 
 import yaml
 from accelerate.utils import set_seed
@@ -31,6 +32,7 @@ import petrec
 from petrec.collate import BehaviourCollator, ItemCollator
 from petrec.config import ConfigError, load_config, to_dict
 from petrec.data import DataConfig, DataError, prepare, tokenize_examples, tokenize_items
+from petrec.data.features import BehaviourStats
 from petrec.evaluation import evaluator_for
 from petrec.models import ModelConfig, PetrecModelError, build_model, load_tokenizer
 from petrec.train import TrainConfig, make_accelerator, train
@@ -57,6 +59,11 @@ class FinetuneConfig:
     """Token budget of one item's text (next-item models embed items from text)."""
     evaluate_test: bool = True
     """Evaluate the best weights on the test split at the end."""
+    prior_stats: Literal["block", "train"] = "block"
+    """With ``model.behaviour_prior``: count the item / user statistics over the whole training
+    split before any ``few_shot_k`` / ``max_train_examples`` sampling (``block``, as the count
+    baselines of the benchmark do) or over the sampled training examples only (``train``).
+    Either way no valid or test label is read."""
 
     def __post_init__(self) -> None:
         if self.max_length < 8 or self.item_max_length < 4:
@@ -85,6 +92,15 @@ def parse_args(argv: list[str]) -> tuple[FinetuneConfig, bool]:
     return load_config(FinetuneConfig, args.config, overrides, defaults=defaults), args.print_config
 
 
+def fit_behaviour_stats(cfg: FinetuneConfig, train_split: object) -> BehaviourStats:
+    """Statistics of the prior path: counts over the training block (or examples), scaler on the examples."""
+    sampled = cfg.data.few_shot_k is not None or cfg.data.max_train_examples is not None
+    counted = train_split
+    if cfg.prior_stats == "block" and sampled:
+        counted = prepare(replace(cfg.data, few_shot_k=None, max_train_examples=None)).splits["train"]
+    return BehaviourStats.fit(counted, cfg.data.task, scaler_rows=train_split)
+
+
 # ---------------------------------------------------------------------------- run
 def main(argv: list[str] | None = None) -> dict:
     cfg, print_only = parse_args(sys.argv[1:] if argv is None else argv)
@@ -101,10 +117,18 @@ def main(argv: list[str] | None = None) -> dict:
     tokenizer = load_tokenizer(cfg.model)
     with accelerator.main_process_first():
         data = prepare(cfg.data)
+        # task= renders a rating model's history with its ratings (left out, rating runs were
+        # trained on like / dislike prompts while `petrec evaluate` rendered ratings).
         splits = tokenize_examples(data.splits, tokenizer, max_length=cfg.max_length, items=data.items,
-                                   template=cfg.data.template)
+                                   template=cfg.data.template, task=cfg.data.task)
         item_tokens = (tokenize_items(data.items, tokenizer, max_length=cfg.item_max_length)
                        if cfg.data.task == "next_item" else None)
+        if cfg.model.behaviour_prior:  # the prior path: behaviour features from the training split only
+            stats = fit_behaviour_stats(cfg, data.splits["train"])
+            splits = {name: split.add_column("features", stats.features(split).tolist())
+                      for name, split in splits.items()}
+            if accelerator.is_main_process:
+                stats.save(out)
     accelerator.print(f"data: {', '.join(f'{k}={len(v)}' for k, v in splits.items())}")
 
     # 2. Model: frozen backbone + PEFT method + task head (seeded: same init on every run).
@@ -125,7 +149,7 @@ def main(argv: list[str] | None = None) -> dict:
         item_loader = DataLoader(list(item_tokens["input_ids"]), batch_size=cfg.train.eval_batch_size,
                                  collate_fn=ItemCollator(tokenizer.pad_token_id, tokenizer.padding_side))
     collate = BehaviourCollator(cfg.data.task, tokenizer.pad_token_id, tokenizer.padding_side, **collate_kwargs)
-    columns = ["input_ids", "label", "rating", "item_id", "history_item_ids"]
+    columns = ["input_ids", "label", "rating", "item_id", "history_item_ids", "features"]
 
     def loader(split: str, shuffle: bool) -> DataLoader:
         ds = splits[split].select_columns([c for c in columns if c in splits[split].column_names])

@@ -33,6 +33,7 @@ from petrec.models.pooling import pool, resolve_pooling
 __all__ = [
     "BehaviourModel",
     "BehaviourOutput",
+    "PriorHead",
     "duplicate_target_mask",
     "in_batch_loss",
     "same_item_mask",
@@ -156,6 +157,35 @@ def _make_projection(hidden: int, out: int, cfg: ModelConfig) -> nn.Module:
     )
 
 
+class PriorHead(nn.Module):
+    """Logit (or rating offset) from behaviour features: a linear branch plus a small MLP.
+
+    The MLP's output layer starts at zero, so the head starts as a linear model of the
+    (standardised) features, i.e. a logistic regression trained jointly with the adapter.
+
+    Args:
+        n_features: Width of the feature vector (:data:`petrec.data.features.FEATURE_NAMES`).
+        hidden: Width of the MLP branch; 0 = linear only.
+    """
+
+    def __init__(self, n_features: int, hidden: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(n_features, 1)
+        self.mlp: nn.Module | None = None
+        if hidden:
+            last = nn.Linear(hidden, 1)
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
+            self.mlp = nn.Sequential(nn.Linear(n_features, hidden), nn.GELU(), last)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """``(batch,)`` prior logits of ``(batch, n_features)`` features."""
+        out = self.linear(features)
+        if self.mlp is not None:
+            out = out + self.mlp(features)
+        return out.squeeze(-1)
+
+
 class BehaviourModel(nn.Module):
     """Backbone (``.backbone``, a HF base model without LM/classification head) + pooling + ``.head``.
 
@@ -175,6 +205,10 @@ class BehaviourModel(nn.Module):
         self.hidden_size = hidden
         self.dropout = nn.Dropout(cfg.dropout)
         self.head = _make_head(hidden, hidden if cfg.task == "next_item" else 1, cfg)
+        if cfg.behaviour_prior:
+            from petrec.data.features import FEATURE_NAMES
+
+            self.prior = PriorHead(len(FEATURE_NAMES), cfg.prior_hidden)
         # Accelerate's FSDP transformer-based auto-wrap reads this from the top-level model.
         self._no_split_modules = list(getattr(backbone, "_no_split_modules", None) or [])
 
@@ -256,6 +290,7 @@ class BehaviourModel(nn.Module):
         negative_input_ids: torch.Tensor | None = None,
         negative_attention_mask: torch.Tensor | None = None,
         negative_index: torch.Tensor | None = None,
+        features: torch.Tensor | None = None,
     ) -> BehaviourOutput:
         """Score a batch and, when targets are given, compute the task loss.
 
@@ -274,6 +309,8 @@ class BehaviourModel(nn.Module):
             negative_attention_mask: Mask of ``negative_input_ids``.
             negative_index: Catalogue indices of the negatives; a negative equal to a row's
                 target is masked for that row (found by tokens when indices are missing).
+            features: ``(batch, n_features)`` behaviour features; required with
+                ``cfg.behaviour_prior`` (their prior logit is added), refused without it.
 
         Returns:
             :class:`BehaviourOutput` (``loss`` is None without targets).
@@ -292,6 +329,7 @@ class BehaviourModel(nn.Module):
                 negatives,
             )  # fmt: skip
         logits = self._head_out(input_ids, attention_mask).squeeze(-1).float()
+        logits = self._add_prior(logits, features)
         loss = None
         if labels is not None:
             target = labels.reshape(-1).to(logits.dtype)
@@ -304,6 +342,24 @@ class BehaviourModel(nn.Module):
             else:
                 loss = F.mse_loss(logits, target)
         return BehaviourOutput(loss=loss, logits=logits)
+
+    def _add_prior(self, logits: torch.Tensor, features: torch.Tensor | None) -> torch.Tensor:
+        prior = getattr(self, "prior", None)
+        if prior is None:
+            if features is not None:
+                raise PetrecModelError("features given to a model built without model.behaviour_prior")
+            return logits
+        if features is None:
+            raise PetrecModelError(
+                "this model has a behaviour prior (model.behaviour_prior): pass the examples' "
+                "features (petrec.data.features.BehaviourStats.features)"
+            )
+        if features.shape != (logits.shape[0], prior.linear.in_features):
+            raise PetrecModelError(
+                f"features: expected shape ({logits.shape[0]}, {prior.linear.in_features}), "
+                f"got {tuple(features.shape)}"
+            )
+        return logits + prior(features.to(prior.linear.weight.dtype)).float()
 
     def _forward_next_item(
         self,

@@ -199,7 +199,8 @@ def build_model(cfg: ModelConfig) -> BehaviourModel:
         if hasattr(backbone.config, "use_cache"):
             backbone.config.use_cache = False
     model = BehaviourModel(backbone, cfg, is_decoder=decoder)
-    model = attach(model, cfg.method, head=["head"], quantize=cfg.quantize, **cfg.method_kwargs)
+    heads = ["head", "prior"] if cfg.behaviour_prior else ["head"]
+    model = attach(model, cfg.method, head=heads, quantize=cfg.quantize, **cfg.method_kwargs)
     if not isinstance(model, BehaviourModel):
         raise PetrecModelError(
             f"petrec.attach returned a {type(model).__name__}, expected the BehaviourModel it was given"

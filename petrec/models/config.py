@@ -67,6 +67,13 @@ class ModelConfig:
     """Side the tokenizer pads on; pooling handles both (decoders may prefer ``left``)."""
     dtype: DType = "float32"
     """Dtype the backbone weights load in (``auto`` = the checkpoint's own)."""
+    behaviour_prior: bool = False
+    """ctr / rating: add a prior head over the behaviour features of :mod:`petrec.data.features`
+    (history mean, the candidate's and the user's training statistics), whose output is added to
+    the language model's logit, so the model learns the residual. The recipe fits the
+    statistics on the training split and writes them with the run."""
+    prior_hidden: int = 16
+    """Hidden width of the prior head's MLP branch (0 = the linear branch alone)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.backbone, str) or not self.backbone:
@@ -86,6 +93,10 @@ class ModelConfig:
             raise PetrecModelError(
                 f"model.head_hidden: expected an integer >= 0, got {self.head_hidden!r}"
             )
+        if self.behaviour_prior and self.task == "next_item":
+            raise PetrecModelError("model.behaviour_prior applies to ctr / rating models, not next_item")
+        if isinstance(self.prior_hidden, bool) or not isinstance(self.prior_hidden, int) or self.prior_hidden < 0:
+            raise PetrecModelError(f"model.prior_hidden: expected an integer >= 0, got {self.prior_hidden!r}")
         if self.head_norm and self.task == "next_item":
             raise PetrecModelError(
                 "model.head_norm applies to ctr / rating heads; next_item embeddings are "
