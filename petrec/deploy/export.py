@@ -268,6 +268,10 @@ def export_run(
             "merged/" if merged else f"quantized-{kinds[0]}/",
         )
     run = load_run(run_path, data_dir=data_dir)
+    if run.model_cfg.behaviour_prior:
+        # The manifest and the server do not carry behaviour_stats.json and request-time
+        # features yet: an export would serve a model without the prior it was trained with.
+        raise ExportError(f"{run_path}: runs trained with model.behaviour_prior cannot be exported yet")
     method = run.model_cfg.method
     fingerprint = base_fingerprint(run.model_cfg.backbone)
     items = build_catalogue(run.data, run.model_cfg.task)

@@ -49,3 +49,17 @@ def test_prior_stats_from_train_counts_only_the_sampled_examples(finetune: Modul
                                   "--data.max_train_examples", "50"])
     data = finetune.prepare(cfg.data)
     assert finetune.fit_behaviour_stats(cfg, data.splits["train"]).fitted_on == 50
+
+
+def test_export_refuses_a_prior_run_until_serving_computes_features(
+    finetune: ModuleType, tiny_bert: Path, tmp_path: Path
+) -> None:
+    from petrec.deploy.export import ExportError, export_run
+
+    out = tmp_path / "run"
+    finetune.main(["--model.backbone", str(tiny_bert), "--train.output_dir", str(out), "--train.max_steps", "1",
+                   "--train.epochs", "1", "--data.max_train_examples", "32", "--model.behaviour_prior", "true",
+                   "--evaluate_test", "false", *FAST])
+    with pytest.raises(ExportError, match="behaviour_prior cannot be exported yet"):
+        export_run(out, tmp_path / "export")
+    assert not (tmp_path / "export").exists()
