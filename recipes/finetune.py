@@ -24,12 +24,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import yaml
 from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 
 import petrec
-from petrec.collate import BehaviourCollator, ItemCollator
+from petrec.collate import LABEL_COLUMN, BehaviourCollator, ItemCollator
 from petrec.config import ConfigError, load_config, to_dict
 from petrec.data import DataConfig, DataError, prepare, tokenize_examples, tokenize_items
 from petrec.data.features import BehaviourStats
@@ -64,6 +65,10 @@ class FinetuneConfig:
     split before any ``few_shot_k`` / ``max_train_examples`` sampling (``block``, as the count
     baselines of the benchmark do) or over the sampled training examples only (``train``).
     Either way no valid or test label is read."""
+    prior_warm_start: bool = True
+    """With ``model.behaviour_prior``: start the prior head's linear branch from a logistic (ctr) /
+    ridge (rating) regression fitted on the training examples' features, then train it jointly
+    with the adapter (two stages)."""
 
     def __post_init__(self) -> None:
         if self.max_length < 8 or self.item_max_length < 4:
@@ -125,7 +130,8 @@ def main(argv: list[str] | None = None) -> dict:
                        if cfg.data.task == "next_item" else None)
         if cfg.model.behaviour_prior:  # the prior path: behaviour features from the training split only
             stats = fit_behaviour_stats(cfg, data.splits["train"])
-            splits = {name: split.add_column("features", stats.features(split).tolist())
+            # training rows leave their own label out of the item counts (petrec.data.features)
+            splits = {name: split.add_column("features", stats.features(split, leave_one_out=name == "train").tolist())
                       for name, split in splits.items()}
             if accelerator.is_main_process:
                 stats.save(out)
@@ -134,6 +140,10 @@ def main(argv: list[str] | None = None) -> dict:
     # 2. Model: frozen backbone + PEFT method + task head (seeded: same init on every run).
     set_seed(cfg.train.seed)
     model = build_model(cfg.model)
+    if cfg.model.behaviour_prior and cfg.prior_warm_start:  # stage one: the count model
+        train_rows = splits["train"]
+        model.prior.warm_start(np.asarray(train_rows["features"]),
+                               np.asarray(train_rows[LABEL_COLUMN[cfg.data.task]], dtype=float), cfg.data.task)
     accelerator.print(petrec.trainable_report(model))
     if cfg.model.pooling == "auto" and accelerator.is_main_process:
         # Record what "auto" resolved to, so reloading this run never depends on the rule.

@@ -21,6 +21,7 @@ import inspect
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -177,6 +178,27 @@ class PriorHead(nn.Module):
             nn.init.zeros_(last.weight)
             nn.init.zeros_(last.bias)
             self.mlp = nn.Sequential(nn.Linear(n_features, hidden), nn.GELU(), last)
+
+    @torch.no_grad()
+    def warm_start(self, features: np.ndarray, targets: np.ndarray, task: str) -> None:
+        """Stage one of two: set the linear branch to a regression fitted on the training features.
+
+        ``ctr``: an L2 logistic regression (scikit-learn, C=1); ``rating``: ridge regression
+        (alpha=1). Joint training with the adapter then starts from the count model and learns
+        the residual, instead of racing an adapter that can memorise a few hundred examples.
+        """
+        from sklearn.linear_model import LogisticRegression, Ridge
+
+        if task == "ctr":
+            if len(np.unique(targets)) < 2:
+                return  # one class only: nothing to fit, keep the zero-informed start
+            fitted = LogisticRegression(C=1.0, max_iter=1000).fit(features, targets)
+            coef, intercept = fitted.coef_.reshape(-1), float(fitted.intercept_[0])
+        else:
+            fitted = Ridge(alpha=1.0).fit(features, targets)
+            coef, intercept = np.asarray(fitted.coef_).reshape(-1), float(fitted.intercept_)
+        self.linear.weight.copy_(torch.as_tensor(coef, dtype=self.linear.weight.dtype).reshape(1, -1))
+        self.linear.bias.fill_(intercept)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """``(batch,)`` prior logits of ``(batch, n_features)`` features."""

@@ -25,20 +25,34 @@ TRAIN = {
 def test_statistics_and_features_are_exact() -> None:
     stats = BehaviourStats.fit(TRAIN, "ctr", prior_strength=2.0)
     assert stats.global_mean == 0.5 and stats.fitted_on == 4
-    assert stats.items == {"a": (3, 2.0), "b": (1, 0.0)} and stats.users["u1"] == (2, 1.0)
+    assert stats.items == {"a": (3, 2.0), "b": (1, 0.0)}
     raw = stats.raw_features({"user_id": ["u1", "new"], "item_id": ["a", "zzz"], "history_labels": [[1, 0, 1], []]})
     assert raw.shape == (2, len(FEATURE_NAMES))
-    # history mean, log(1+len), item (2 + 2*0.5)/(3+2), log(1+3), user (1 + 1)/(2 + 2), log(1+2)
-    np.testing.assert_allclose(raw[0], [2 / 3, math.log(4), 3 / 5, math.log(4), 0.5, math.log(3)])
-    # unseen user and item: the global mean, zero counts; empty history: the global mean
-    np.testing.assert_allclose(raw[1], [0.5, 0.0, 0.5, 0.0, 0.5, 0.0])
-    scaled = stats.features(TRAIN)
+    # history mean, log(1 + len), item (2 + 2*0.5) / (3 + 2), log(1 + 3)
+    np.testing.assert_allclose(raw[0], [2 / 3, math.log(4), 3 / 5, math.log(4)])
+    # unseen item: the global mean, zero count; empty history: the global mean
+    np.testing.assert_allclose(raw[1], [0.5, 0.0, 0.5, 0.0])
+    scaled = stats.features(TRAIN, leave_one_out=True)
     assert scaled.dtype == np.float32
     np.testing.assert_allclose(scaled.mean(axis=0), 0.0, atol=1e-6)  # standardised on the training rows
 
 
+def test_training_rows_leave_their_own_label_out() -> None:
+    stats = BehaviourStats.fit(TRAIN, "ctr", prior_strength=2.0)
+    loo = stats.raw_features(TRAIN, leave_one_out=True)
+    # row 0 (item a, label 1): a's other two examples hold 1 like -> (1 + 1) / (2 + 2), count 2
+    np.testing.assert_allclose(loo[0, 2:], [2 / 4, math.log(3)])
+    # row 1 (item b, label 0): no other example of b -> the global mean, count 0
+    np.testing.assert_allclose(loo[1, 2:], [0.5, 0.0])
+    # a training row's features do not depend on its own label: flip it (and row 1's, on
+    # another item, so the global mean stays 0.5), refit: row 0's features are unchanged
+    flipped = dict(TRAIN, label=[0, 1, 1, 0])
+    again = BehaviourStats.fit(flipped, "ctr", prior_strength=2.0).raw_features(flipped, leave_one_out=True)
+    np.testing.assert_array_equal(again[0], loo[0])
+
+
 def test_rating_task_counts_ratings() -> None:
-    rows = {"user_id": ["u", "v"], "item_id": ["a", "a"], "rating": [5.0, 3.0], "history_ratings": [[4.0], [2.0, 2.0]]}
+    rows = {"item_id": ["a", "a"], "rating": [5.0, 3.0], "history_ratings": [[4.0], [2.0, 2.0]]}
     stats = BehaviourStats.fit(rows, "rating", prior_strength=1.0)
     assert stats.global_mean == 4.0 and stats.items["a"] == (2, 8.0)
     np.testing.assert_allclose(stats.raw_features(rows)[:, 0], [4.0, 2.0])
@@ -69,8 +83,8 @@ def test_json_round_trip_and_clear_errors(tmp_path) -> None:
         BehaviourStats.load(tmp_path)
     with pytest.raises(DataError, match="missing"):
         BehaviourStats.load(tmp_path / "nowhere")
-    with pytest.raises(DataError, match=r"lack column\(s\) \['user_id'\]"):
-        BehaviourStats.fit({k: v for k, v in TRAIN.items() if k != "user_id"}, "ctr")
+    with pytest.raises(DataError, match=r"lack column\(s\) \['item_id'\]"):
+        BehaviourStats.fit({k: v for k, v in TRAIN.items() if k != "item_id"}, "ctr")
     with pytest.raises(DataError, match="tasks"):
         BehaviourStats.fit(TRAIN, "next_item")
 
