@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import xxhash
 
 from petrec.data import readers
 from petrec.data.config import DataConfig
@@ -155,6 +156,53 @@ def _sample(table: pa.Table, k: int | None, seed: int) -> pa.Table:
     return table.take(pa.array(sample_indices(table.num_rows, k, seed)))
 
 
+class _HashSink:
+    """A write-only file object that feeds what is written into an xxh3 digest and keeps nothing."""
+
+    def __init__(self) -> None:
+        self.digest = xxhash.xxh3_64(b"petrec.data.prepare/arrow-ipc/v1")
+        self.closed = False
+
+    def write(self, data: Any) -> int:
+        """Hash ``data`` (any buffer: pyarrow passes its buffers without copying them)."""
+        self.digest.update(data)
+        return len(data)
+
+    def flush(self) -> None:
+        """Nothing is buffered."""
+
+    def close(self) -> None:
+        """Mark closed (pyarrow checks)."""
+        self.closed = True
+
+
+def table_fingerprint(table: pa.Table) -> str:
+    """A ``datasets`` fingerprint of a table: xxh3 of its Arrow IPC stream, hashed as it is written.
+
+    Replaces ``datasets.Dataset(table)``'s own fingerprint, which pickles the whole table
+    through dill into memory and hashes the pickle: about half of ``prepare``'s time on ML-1M
+    ctr (~660 MB of examples, copied three times). The IPC stream is the table's logical
+    content (schema, rows; slices resolved) and pyarrow hands its buffers to the sink without
+    copying, so like the library's fingerprint it changes when the data does (a differently
+    chunked copy may get another one: a cache miss, never a wrong hit); it keys the
+    tokenisation cache (:func:`petrec.data.tokenize.tokenize_examples`).
+
+    Args:
+        table: The table a dataset will hold.
+
+    Returns:
+        16 hex digits.
+    """
+    sink = _HashSink()
+    with pa.PythonFile(sink, mode="w") as f, pa.ipc.new_stream(f, table.schema) as writer:
+        writer.write_table(table)
+    return sink.digest.hexdigest()
+
+
+def _dataset(table: pa.Table) -> datasets.Dataset:
+    return datasets.Dataset(table, fingerprint=table_fingerprint(table))
+
+
 def prepare(cfg: DataConfig) -> PreparedData:
     """Read, validate, split and build examples as ``cfg`` says.
 
@@ -205,7 +253,7 @@ def prepare(cfg: DataConfig) -> PreparedData:
         tables_out[name] = _sample(tables_out[name], cfg.max_eval_examples, cfg.seed)
     if cfg.anonymize:
         tables_out = _anonymize(tables_out, cfg.anonymize_salt or secrets.token_hex(16))
-    splits = datasets.DatasetDict({n: datasets.Dataset(tables_out[n]) for n in SPLIT_NAMES})
+    splits = datasets.DatasetDict({n: _dataset(tables_out[n]) for n in SPLIT_NAMES})
     item_ds = datasets.Dataset.from_pandas(items.astype({c: "object" for c in items.columns}),
                                            preserve_index=False)
     summary = {

@@ -1,4 +1,4 @@
-"""Chronological ordering and split assignment (leave-one-out, temporal, user k-fold, TALLRec).
+"""Chronological ordering, split assignment (leave-one-out, temporal, user k-fold, TALLRec), history windows.
 
 All functions work on whole numpy arrays (one entry per interaction or example); none loops
 over rows in Python.
@@ -44,6 +44,43 @@ def positions(user_codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarra
     lengths = np.diff(np.append(starts, n))
     start = np.repeat(starts, lengths)
     return np.arange(n) - start, start, np.repeat(lengths, lengths)
+
+
+def window_mask(counts: np.ndarray, width: int) -> np.ndarray:
+    """``(len(counts), width)`` mask whose row ``r`` has its last ``counts[r]`` entries set.
+
+    A flat list of row-by-row entries assigned through it (``matrix[mask] = flat``) lands
+    right-aligned in a fixed-width matrix, oldest entry leftmost, with no per-entry index
+    arithmetic; ``matrix[mask]`` reads it back in the same order.
+
+    Args:
+        counts: Entries per row, each at most ``width``.
+        width: Columns of the matrix.
+
+    Returns:
+        A boolean matrix.
+    """
+    return np.arange(width - 1, -1, -1) < np.asarray(counts)[:, None]
+
+
+def history_windows(targets: np.ndarray, pos: np.ndarray, history_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices of each target's history (its user's up to ``history_len`` rows right before it).
+
+    A sliding window as index arithmetic: a (targets × history_len) matrix of ``target - lag``
+    masked to the lags within the user's earlier rows, flattened row by row.
+
+    Args:
+        targets: Row index per example (rows grouped by user, chronological within a user).
+        pos: Position of every row within its user (:func:`positions`).
+        history_len: Most history rows per example.
+
+    Returns:
+        The flat history row indices (example by example, oldest first) and the history length
+        per example.
+    """
+    counts = np.minimum(pos[targets], history_len)
+    lags = np.arange(history_len, 0, -1)
+    return (targets[:, None] - lags)[window_mask(counts, history_len)], counts
 
 
 def loo_assign(pos: np.ndarray, length: np.ndarray) -> np.ndarray:
