@@ -8,7 +8,7 @@ File (or variable) format::
     ]}
 
 ``$PETREC_API_KEYS`` may also be a plain comma-separated list of keys (each allowed every
-adapter, none admin). Only sha256 digests are kept in memory. A request presents its key as
+adapter, none admin). ``admin`` rights apply to the key's own ``adapters`` only (no list: all). Only sha256 digests are kept in memory. A request presents its key as
 ``Authorization: Bearer KEY`` or ``X-API-Key: KEY``; the digest is compared against *every*
 configured digest with :func:`hmac.compare_digest` (no early exit). Keys are never logged.
 """
@@ -41,6 +41,16 @@ class Principal:
     def allows(self, adapter: str) -> bool:
         """Whether this key may use ``adapter``."""
         return "*" in self.adapters or adapter in self.adapters
+
+    @property
+    def unrestricted(self) -> bool:
+        """Whether this key may use every adapter (``"*"`` in its list, or no list given)."""
+        return "*" in self.adapters
+
+    def may_manage(self, adapter: str) -> bool:
+        """Whether this key may load / replace / delete ``adapter``: an admin key, and only for
+        the adapters of its list (a key without a list: all)."""
+        return self.admin and self.allows(adapter)
 
 
 @dataclass

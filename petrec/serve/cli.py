@@ -17,7 +17,8 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
         max_history=args.max_history, max_candidates=args.max_candidates, max_k=args.max_k,
         max_text_chars=args.max_text_chars, max_body_bytes=args.max_body_bytes,
         max_batch_size=args.max_batch_size, max_batch_wait_ms=args.max_batch_wait_ms,
-        torch_threads=args.torch_threads,
+        torch_threads=args.torch_threads, max_request_tokens=args.max_request_tokens,
+        request_timeout_s=args.request_timeout_s,
     )
 
 
@@ -67,5 +68,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-batch-wait-ms", type=float, default=d.max_batch_wait_ms,
                    help="how long a micro-batch waits for more requests")
     p.add_argument("--torch-threads", type=int, default=d.torch_threads, help="torch threads per worker")
+    p.add_argument("--max-request-tokens", type=int, default=d.max_request_tokens,
+                   help="cost bound of one request: rows x the adapter's max_length (413 above)")
+    p.add_argument("--request-timeout-s", type=float, default=d.request_timeout_s,
+                   help="deadline of one inference request, queueing included (504 after)")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     p.set_defaults(func=_serve)

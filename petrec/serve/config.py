@@ -47,15 +47,26 @@ class ServeConfig:
     """How long a micro-batch waits for more requests after its first one."""
     torch_threads: int = 1
     """``torch.set_num_threads`` per worker process."""
+    max_request_tokens: int = 8192
+    """Cost bound of one request: its rows (candidates, or 1 for ``/v1/recommend``) times the
+    adapter's ``max_length`` (the tokens its forward pass may process). Above: 413. 8192 tokens
+    of MiniLM take about 3 s on one CPU thread."""
+    request_timeout_s: float = 10.0
+    """Deadline of one inference request, queueing included; 504 when exceeded (its remaining
+    micro-batches are dropped)."""
 
     def __post_init__(self) -> None:
         for name in ("max_history", "max_candidates", "max_k", "max_text_chars", "max_body_bytes",
-                     "max_batch_size", "torch_threads"):
+                     "max_batch_size", "torch_threads", "max_request_tokens"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ServeConfigError(f"ServeConfig.{name}: expected an integer >= 1, got {value!r}")
         if not float(self.max_batch_wait_ms) >= 0.0:
             raise ServeConfigError(f"ServeConfig.max_batch_wait_ms: expected >= 0, got {self.max_batch_wait_ms!r}")
+        timeout = self.request_timeout_s
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0.0:
+            raise ServeConfigError(
+                f"ServeConfig.request_timeout_s: expected seconds > 0, got {self.request_timeout_s!r}")
         if self.load is not None and not isinstance(self.load, list):
             raise ServeConfigError(f"ServeConfig.load: expected a list of names or None, got {self.load!r}")
 

@@ -4,8 +4,9 @@ A :class:`Job` is one request's rows in the column layout :mod:`petrec.data.toke
 from (``history_item_ids``, ``history_labels``, ``history_ratings``, ``item_id``), so the
 prompt, the dropping of the oldest history items to fit ``max_length`` and the token ids are
 exactly those of training and of ``petrec predict``. Raw item texts get request-local ids.
-:func:`run_batch` tokenises each job on its own (a bad job fails alone), then runs the
-jobs' rows through the model in chunks of ``max_rows``.
+:func:`run_batch` tokenises each piece (a slice of a job's rows, see
+:mod:`petrec.serve.batching`) on its own (a bad piece fails alone), then runs the rows through
+the model in chunks of ``max_rows``. :func:`check_cost` is the per-request admission bound.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch
 from petrec.collate import pad_sequences
 from petrec.data.errors import DataError
 from petrec.runs import score_token_ids
+from petrec.serve.batching import Piece
 from petrec.serve.registry import LoadedAdapter
 
 #: Prefix of request-local ids given to raw item texts (cannot clash with catalogue ids).
@@ -31,6 +33,10 @@ class ItemNotFoundError(LookupError):
 
 class BadInputError(ValueError):
     """A request cannot be rendered (e.g. the candidate alone exceeds max_length)."""
+
+
+class RequestTooCostlyError(ValueError):
+    """A request's cost (rows x max_length tokens) is above ``max_request_tokens``."""
 
 
 @dataclass
@@ -79,8 +85,8 @@ def build_job(adapter: LoadedAdapter, history: list[Any], candidates: list[Any] 
     return Job(columns, extra, k=k, exclude=exclude)
 
 
-def tokenize_job(adapter: LoadedAdapter, job: Job) -> list[list[int]]:
-    """Token ids of each row, rendered exactly as in training.
+def tokenize_job(adapter: LoadedAdapter, job: Job, start: int = 0, stop: int | None = None) -> list[list[int]]:
+    """Token ids of rows ``start:stop`` of the job, rendered exactly as in training.
 
     Raises:
         BadInputError: A row does not fit ``max_length`` even without history.
@@ -88,8 +94,9 @@ def tokenize_job(adapter: LoadedAdapter, job: Job) -> list[list[int]]:
     from petrec.data import tokenize_rows
 
     names = ChainMap(job.extra_names, adapter.names) if job.extra_names else adapter.names
+    columns = {k: v[start:stop] for k, v in job.columns.items()}
     try:
-        out = tokenize_rows(dict(job.columns), adapter.tokenizer, max_length=adapter.max_length,
+        out = tokenize_rows(columns, adapter.tokenizer, max_length=adapter.max_length,
                             names=names, task=adapter.task, template=adapter.template)
     except DataError as exc:
         raise BadInputError(str(exc).replace(RAW_PREFIX, "text#")) from None
@@ -119,15 +126,16 @@ def _top_k(adapter: LoadedAdapter, user: torch.Tensor, job: Job) -> list[tuple[s
     return [(adapter.item_ids[i], float(v)) for i, v in zip(idx.tolist(), values.tolist(), strict=True)]
 
 
-def run_batch(adapter: LoadedAdapter, jobs: list[Job], max_rows: int) -> list[Any]:
-    """Results per job, in order: a list of scores (ctr / rating), a top-k list (next_item),
-    or the exception that job raised (the other jobs still run)."""
-    results: list[Any] = [None] * len(jobs)
+def run_batch(adapter: LoadedAdapter, pieces: list[Piece], max_rows: int) -> list[Any]:
+    """Results per piece (rows ``start:stop`` of a job), in order: a list with one entry per row
+    (a score for ctr / rating, a top-k list for next_item), or the exception that piece raised
+    (the other pieces still run)."""
+    results: list[Any] = [None] * len(pieces)
     seqs: list[list[int]] = []
     spans: list[tuple[int, int, int]] = []
-    for j, job in enumerate(jobs):
+    for j, piece in enumerate(pieces):
         try:
-            ids = tokenize_job(adapter, job)
+            ids = tokenize_job(adapter, piece.job, piece.start, piece.stop)
         except BadInputError as exc:
             results[j] = exc
             continue
@@ -138,6 +146,27 @@ def run_batch(adapter: LoadedAdapter, jobs: list[Job], max_rows: int) -> list[An
         with torch.inference_mode():
             for j, start, n in spans:
                 part = out[start:start + n]
-                results[j] = (_top_k(adapter, part[0], jobs[j]) if adapter.task == "next_item"
+                job = pieces[j].job
+                results[j] = ([_top_k(adapter, row, job) for row in part] if adapter.task == "next_item"
                               else part.tolist())
     return results
+
+
+def check_cost(adapter: LoadedAdapter, rows: int, max_tokens: int) -> None:
+    """Refuse a request whose forward pass may process more than ``max_tokens`` tokens.
+
+    The cost of a request is its rows (candidates; 1 for ``/v1/recommend``) times the adapter's
+    ``max_length``: every row is a prompt of at most that many tokens (the history is cut to fit,
+    so history length and candidates together are bounded by it).
+
+    Raises:
+        RequestTooCostlyError: Over the limit (the message names ``max_request_tokens``).
+    """
+    cost = rows * adapter.max_length
+    if cost > max_tokens:
+        most = max_tokens // adapter.max_length
+        raise RequestTooCostlyError(
+            f"request too costly: {rows} rows x max_length {adapter.max_length} of adapter {adapter.name!r} "
+            f"= {cost} tokens, above the server's limit max_request_tokens={max_tokens}; send at most "
+            f"{most} candidates per request"
+        )

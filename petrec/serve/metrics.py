@@ -1,6 +1,7 @@
 """Prometheus metrics of one server process (own registry, so several apps can coexist in tests).
 
 Each uvicorn worker keeps its own counters: scrape each worker (or each replica) and sum.
+``/metrics`` needs an admin key for every adapter (the labels name every adapter).
 """
 
 from __future__ import annotations
@@ -43,6 +44,14 @@ class Metrics:
                                    "bytes of tensors an adapter holds beyond the shared base",
                                    ["adapter", "method", "task"], registry=r)
         self.base_bytes = Gauge("petrec_base_model_bytes", "bytes of the shared frozen base", registry=r)
+        self.load_failures = Counter("petrec_adapter_load_failures_total",
+                                     "failed adapter loads (at start or via POST /v1/adapters/{name}), by adapter",
+                                     ["adapter"], registry=r)
+        self.adapters_unavailable = Gauge("petrec_adapters_unavailable",
+                                          "adapters whose last load failed and that are not served", registry=r)
+        self.deadline_exceeded = Counter("petrec_request_deadline_exceeded_total",
+                                         "inference requests answered 504 (request_timeout_s), by adapter",
+                                         ["adapter"], registry=r)
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
         """Count one finished request."""
@@ -54,10 +63,16 @@ class Metrics:
         self.batch_rows.labels(adapter).observe(rows)
         self.batch_requests.labels(adapter).observe(jobs)
 
-    def set_models(self, base_bytes: int, adapters: dict[str, Any]) -> None:
+    def load_failed(self, adapter: str, reason: str) -> None:
+        """Count one failed adapter load (``reason`` is logged elsewhere, not a label)."""
+        del reason
+        self.load_failures.labels(adapter).inc()
+
+    def set_models(self, base_bytes: int, adapters: dict[str, Any], unavailable: int = 0) -> None:
         """Refresh the model gauges from the registry's current adapters."""
         self.base_bytes.set(base_bytes)
         self.adapters_loaded.set(len(adapters))
+        self.adapters_unavailable.set(unavailable)
         self.adapter_bytes.clear()
         for name, a in adapters.items():
             self.adapter_bytes.labels(name, a.manifest.method, a.task).set(a.own_bytes)

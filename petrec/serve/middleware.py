@@ -1,8 +1,9 @@
-"""ASGI middlewares: request-body limit (413) and Prometheus request metrics."""
+"""ASGI middlewares: request-body limit (413), Prometheus request metrics, the worker header."""
 
 from __future__ import annotations
 
 import json
+import os
 import time
 from typing import Any
 
@@ -90,3 +91,33 @@ class RequestMetrics:
         finally:
             route = getattr(scope.get("route"), "path", None) or "unrouted"
             self.metrics.observe_request(route, scope.get("method", "?"), status, time.perf_counter() - start)
+
+
+#: Response header naming the worker process that answered (its pid).
+WORKER_HEADER = "X-Petrec-Worker"
+
+
+class WorkerHeader:
+    """Add ``X-Petrec-Worker: <pid>`` to every HTTP response (which worker process answered).
+
+    With ``--workers N`` each worker is its own process; the header tells them apart (e.g. to
+    check that all of them answer the same). It is read at response time, so it is the pid of
+    the process that served the request.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_wrapper(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                headers = [*message.get("headers", []),
+                           (WORKER_HEADER.lower().encode(), str(os.getpid()).encode())]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_wrapper)

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import logging
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -175,16 +177,123 @@ class LoadedAdapter:
                 "export_name": m.name, "created_utc": m.created_utc, "loaded_at": self.loaded_at}
 
 
-def _read_config(folder: Path) -> tuple[Any, int]:
+def _read_config(folder: Path, name: str) -> tuple[Any, int]:
     from petrec.config import ConfigError, from_dict, read_yaml
     from petrec.models import ModelConfig
 
+    where = f"{name}/config.yaml"
     try:
         raw = read_yaml(folder / "config.yaml")
-        cfg = from_dict(ModelConfig, raw.get("model") or {}, prefix="model.")
-    except (ConfigError, ValueError, OSError) as exc:
-        raise AdapterRefusedError(f"{folder.name}/config.yaml: {exc}") from None
-    return cfg, int(raw.get("item_max_length", 32))
+        model = raw.get("model") or {}
+        if not isinstance(model, dict):
+            raise ConfigError(f"key 'model' is {model!r}; expected a mapping of model settings")
+        cfg = from_dict(ModelConfig, model, prefix="model.")
+        item_max_length = raw.get("item_max_length", 32)
+        if isinstance(item_max_length, bool) or not isinstance(item_max_length, int) or item_max_length < 1:
+            raise ConfigError(f"key 'item_max_length' is {item_max_length!r}; expected an integer >= 1")
+    except UnicodeDecodeError:
+        raise AdapterRefusedError(f"adapter {name!r} refused: {where}: not UTF-8 text (corrupt file?)") from None
+    except Exception as exc:  # ConfigError, YAML errors, wrong types: all name the file
+        text = _reason(exc)
+        raise AdapterRefusedError(f"adapter {name!r} refused: "
+                                  f"{text if 'config.yaml' in text else f'{where}: {text}'}") from None
+    return cfg, item_max_length
+
+
+def _reason(exc: BaseException) -> str:
+    """The first line of an exception for an error message, with its type unless it is one of
+    petrec's own errors (whose messages already name the file and what was expected)."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if text and type(exc).__module__.startswith("petrec."):
+        return text
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def check_inside(root: Path, path: Path, name: str) -> None:
+    """Refuse a file or folder of an export that resolves (through symlinks) outside ``root``.
+
+    Raises:
+        AdapterRefusedError: ``path`` resolves outside the adapters directory.
+    """
+    if not path.resolve().is_relative_to(root):
+        rel = path.relative_to(root) if path.is_relative_to(root) else path
+        raise AdapterRefusedError(
+            f"adapter {name!r} refused: {rel} is a symlink that resolves outside the adapters directory")
+
+
+def check_safetensors(path: Path, label: str) -> None:
+    """Check that a safetensors file is complete: a JSON header and every tensor's bytes present.
+
+    Only the header is read. (Without this, a truncated file fails inside safetensors with a
+    message that does not name the file.)
+
+    Raises:
+        AdapterRefusedError: Unreadable, truncated or corrupt; the message starts with ``label``.
+    """
+    def bad(why: str) -> AdapterRefusedError:
+        return AdapterRefusedError(f"{label}: {why}; expected a complete safetensors file (re-export it)")
+
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+            n = int.from_bytes(head, "little")
+            raw = fh.read(n) if len(head) == 8 and n <= size - 8 and n <= 100 << 20 else b""
+    except OSError as exc:
+        raise AdapterRefusedError(f"{label}: cannot be read ({_reason(exc)})") from None
+    if len(head) < 8:
+        raise bad(f"truncated: {size} bytes, shorter than the 8-byte header length")
+    if not raw:
+        raise bad(f"truncated or corrupt: the header length field says {n} bytes, the file has {size}")
+    try:
+        header = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:  # json.JSONDecodeError is a ValueError
+        raise bad(f"corrupt header, not JSON ({_reason(exc)})") from None
+    try:
+        end = max([int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"], default=0)
+    except (AttributeError, KeyError, TypeError, ValueError, IndexError):
+        raise bad("corrupt header (a tensor entry without data_offsets)") from None
+    if 8 + n + end > size:
+        raise bad(f"truncated: its tensors need {8 + n + end} bytes, the file has {size}")
+
+
+def _check_json_object(path: Path, label: str) -> None:
+    """Check that a JSON file of an adapter folder is UTF-8 JSON holding an object.
+
+    Raises:
+        AdapterRefusedError: Unreadable, not UTF-8, not JSON (truncated?) or not an object.
+    """
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise AdapterRefusedError(f"{label}: not UTF-8 text (byte {exc.start}); expected a JSON object") from None
+    except json.JSONDecodeError as exc:
+        raise AdapterRefusedError(f"{label}: not valid JSON ({exc}; truncated?)") from None
+    except OSError as exc:
+        raise AdapterRefusedError(f"{label}: cannot be read ({_reason(exc)})") from None
+    if not isinstance(data, dict):
+        raise AdapterRefusedError(f"{label}: holds a JSON {type(data).__name__}; expected a JSON object")
+
+
+def _read_catalogue(path: Path, manifest: Any, name: str) -> Any:
+    """The export's catalogue as a DataFrame, checked (columns, row count); errors name the file."""
+    import pandas as pd
+
+    where = f"{name}/{manifest.catalogue['file']}"
+    try:
+        items = pd.read_parquet(path)
+    except Exception as exc:  # pyarrow raises its own error types on a corrupt file
+        raise AdapterRefusedError(f"adapter {name!r} refused: {where}: not a readable parquet file "
+                                  f"({_reason(exc)})") from None
+    missing = [c for c in ("item_id", "text") if c not in items.columns]
+    if missing:
+        raise AdapterRefusedError(f"adapter {name!r} refused: {where}: column(s) {missing} missing; "
+                                  f"expected item_id, text (and title), found {list(items.columns)[:10]}")
+    if len(items) != manifest.catalogue["n_items"]:
+        raise AdapterRefusedError(f"adapter {name!r} refused: {where}: {len(items)} rows, the manifest's "
+                                  f"catalogue.n_items is {manifest.catalogue['n_items']}")
+    items["item_id"] = items["item_id"].astype(str)
+    return items
 
 
 @torch.inference_mode()
@@ -200,25 +309,46 @@ def _embed_catalogue(model: nn.Module, tokenizer: Any, items: Any, max_length: i
 def build_adapter(base: Base, root: Path, name: str) -> LoadedAdapter:
     """Verify an export folder against the served base and build its model (slow: seconds).
 
+    Every file the server reads (``manifest.json``, ``config.yaml``, the catalogue, the adapter
+    folder's files) must resolve inside the adapters directory; safetensors files are checked
+    for completeness before they are loaded. Any failure is an :class:`AdapterError` whose
+    message names the file, never an unexpected exception.
+
     Raises:
         AdapterNotFoundError: No such folder.
-        AdapterRefusedError: Invalid manifest, other base, catalogue hash mismatch, no adapter variant,
-            or the adapter does not load onto the base.
+        AdapterRefusedError: Invalid or unreadable manifest / config / catalogue / adapter files,
+            a symlink out of the adapters directory, other base, catalogue hash mismatch, no
+            adapter variant, or the adapter does not load onto the base.
     """
-    import pandas as pd
-
-    import petrec
-    from petrec.data import catalogue_names
-    from petrec.deploy.manifest import ManifestError, verify_export
-    from petrec.methods.errors import PetrecMethodError
-    from petrec.methods.io import read_meta
-    from petrec.models import BehaviourModel
-
+    root = root.resolve()
     folder = resolve_export(root, name)
     try:
+        return _build(base, root, folder, name)
+    except AdapterError:
+        raise
+    except Exception as exc:  # a bug or an error type nobody foresaw: still a refusal, never a 500
+        log.exception("adapter %s: unexpected error while loading", name)
+        raise AdapterRefusedError(f"adapter {name!r} refused: unexpected error while loading {name}/: "
+                                  f"{_reason(exc)}") from None
+
+
+def _build(base: Base, root: Path, folder: Path, name: str) -> LoadedAdapter:
+    """:func:`build_adapter`'s work, once ``folder`` is known to be ``root/name``."""
+    import petrec
+    from petrec.data import catalogue_names
+    from petrec.deploy.manifest import MANIFEST_FILE, verify_export
+    from petrec.methods.io import TENSORS_FILE, read_meta
+    from petrec.models import BehaviourModel
+
+    for fixed in (MANIFEST_FILE, "config.yaml"):
+        check_inside(root, folder / fixed, name)
+    try:
         manifest = verify_export(folder)
-    except ManifestError as exc:
-        raise AdapterRefusedError(f"adapter {name!r} refused: {exc}") from None
+    except UnicodeDecodeError:
+        raise AdapterRefusedError(f"adapter {name!r} refused: {name}/{MANIFEST_FILE}: not UTF-8 text "
+                                  "(corrupt file?)") from None
+    except (ValueError, OSError, TypeError, KeyError, AttributeError) as exc:  # ManifestError is a ValueError
+        raise AdapterRefusedError(f"adapter {name!r} refused: {_reason(exc)}") from None
     if manifest.base_fingerprint != base.fingerprint:
         raise AdapterRefusedError(
             f"adapter {name!r} refused: trained on base {manifest.base_model!r} (fingerprint "
@@ -226,29 +356,49 @@ def build_adapter(base: Base, root: Path, name: str) -> LoadedAdapter:
         )
     if not manifest.variants.get("adapter"):
         raise AdapterRefusedError(f"adapter {name!r} refused: the export has no adapter variant (method "
-                             f"{manifest.method!r}); the server serves adapters on its shared base only")
-    # verify_export has checked that both lie inside the folder (links resolved).
+                                  f"{manifest.method!r}); the server serves adapters on its shared base only")
     adapter_dir = folder / manifest.variants["adapter"]
     catalogue = folder / manifest.catalogue["file"]
-    model_cfg, item_max_length = _read_config(folder)
+    # verify_export checked the folders; a single file inside them may still be a link out.
+    check_inside(root, catalogue, name)
+    for path in sorted(adapter_dir.rglob("*")):
+        check_inside(root, path, name)
+    rel_dir = f"{name}/{manifest.variants['adapter']}"
+    model_cfg, item_max_length = _read_config(folder, name)
+    for path in sorted(adapter_dir.glob("*.safetensors")):
+        check_safetensors(path, f"adapter {name!r} refused: {rel_dir}/{path.name}")
+    for path in sorted(adapter_dir.glob("*.json")):
+        _check_json_object(path, f"adapter {name!r} refused: {rel_dir}/{path.name}")
     try:
         meta = read_meta(adapter_dir)
         share = meta["method"] not in _PRIVATE_BASE and not meta.get("quantize")
         model = BehaviourModel(base.tree(share), model_cfg, is_decoder=base.is_decoder)
         model = petrec.load_adapter(model, adapter_dir).eval()
-    except (PetrecMethodError, ValueError, OSError) as exc:
-        raise AdapterRefusedError(f"adapter {name!r} refused: {exc}") from None
+    except UnicodeDecodeError:
+        raise AdapterRefusedError(f"adapter {name!r} refused: {rel_dir}/: a JSON file is not UTF-8 text") from None
+    except Exception as exc:  # PetrecMethodError names its file; others get the folder and the files read
+        text = _reason(exc)
+        where = "" if rel_dir.split("/", 1)[-1] in text or TENSORS_FILE in text else (
+            f"{rel_dir}/ ({TENSORS_FILE}, petrec_adapter.json): ")
+        raise AdapterRefusedError(f"adapter {name!r} refused: {where}{text}") from None
     for p in model.parameters():
         p.requires_grad_(False)
     tokenizer = base.tokenizer(model_cfg)
-    items = pd.read_parquet(catalogue)
-    items["item_id"] = items["item_id"].astype(str)
-    names = catalogue_names(items)
+    items = _read_catalogue(catalogue, manifest, name)
+    try:
+        names = catalogue_names(items)
+    except Exception as exc:
+        raise AdapterRefusedError(f"adapter {name!r} refused: {name}/{manifest.catalogue['file']}: "
+                                  f"unusable item names ({_reason(exc)})") from None
     ids = list(items["item_id"])
     embeddings = None
     if manifest.task == "next_item":
-        embeddings = _embed_catalogue(model, base.fresh_tokenizer(model_cfg), items[["item_id", "text"]],
-                                      item_max_length)
+        try:
+            embeddings = _embed_catalogue(model, base.fresh_tokenizer(model_cfg), items[["item_id", "text"]],
+                                          item_max_length)
+        except Exception as exc:
+            raise AdapterRefusedError(f"adapter {name!r} refused: {name}/{manifest.catalogue['file']}: cannot "
+                                      f"embed the catalogue ({_reason(exc)})") from None
     base_ptrs = tensor_ptrs(base.backbone)
     mine = tensor_ptrs(model)
     own = sum(b for p, b in mine.items() if p not in base_ptrs)
@@ -263,15 +413,25 @@ def build_adapter(base: Base, root: Path, name: str) -> LoadedAdapter:
 
 
 class Registry:
-    """Loaded adapters by name. Reads are lock-free (the dict is replaced, never mutated)."""
+    """Loaded adapters by name, and why the others are unavailable.
 
-    def __init__(self, cfg: ServeConfig) -> None:
+    Reads are lock-free (the dict is replaced, never mutated). ``errors`` maps a name to the
+    reason its last load failed (cleared by a successful load); a name in ``errors`` and not
+    loaded is *unavailable*.
+
+    Args:
+        cfg: The server config.
+        on_failure: Called with ``(name, reason)`` for every failed load (metrics).
+    """
+
+    def __init__(self, cfg: ServeConfig, on_failure: Callable[[str, str], None] | None = None) -> None:
         self.cfg = cfg
         self.root = Path(cfg.adapters_dir).resolve()
         self.base: Base | None = None
         self._adapters: dict[str, LoadedAdapter] = {}
         self._lock = threading.Lock()
         self.errors: dict[str, str] = {}
+        self._on_failure = on_failure
 
     def available(self) -> list[str]:
         """Names of the export folders in the adapters directory."""
@@ -285,45 +445,71 @@ class Registry:
 
         Raises:
             AdapterRefusedError: Invalid name.
-            AdapterNotFoundError: Not loaded.
+            AdapterNotFoundError: Not loaded (the message names only ``name``).
         """
         found = self._adapters.get(check_name(name))
         if found is None:
-            raise AdapterNotFoundError(f"adapter {name!r} is not loaded; loaded: {sorted(self._adapters)}")
+            raise AdapterNotFoundError(f"adapter {name!r} is not loaded")
         return found
 
     def snapshot(self) -> dict[str, LoadedAdapter]:
         """The current name → adapter mapping (do not mutate)."""
         return self._adapters
 
+    def unavailable(self) -> dict[str, str]:
+        """Name → reason of the adapters whose last load failed and that are not served."""
+        return {n: r for n, r in sorted(self.errors.items()) if n not in self._adapters}
+
+    def record_failure(self, name: str, reason: str) -> None:
+        """Remember why loading ``name`` failed (and tell ``on_failure``)."""
+        self.errors[name] = reason
+        if self._on_failure is not None:
+            self._on_failure(name, reason)
+
     def build(self, name: str) -> LoadedAdapter:
-        """Build ``name`` from the adapters directory (not installed yet)."""
+        """Build ``name`` from the adapters directory (not installed yet).
+
+        Raises:
+            AdapterError: See :func:`build_adapter`; a refusal is recorded in ``errors``.
+        """
         if self.base is None:
             raise AdapterRefusedError("the base model is not loaded yet")
-        return build_adapter(self.base, self.root, name)
+        try:
+            return build_adapter(self.base, self.root, name)
+        except AdapterRefusedError as exc:
+            self.record_failure(name, str(exc))
+            raise
 
     def install(self, adapter: LoadedAdapter) -> LoadedAdapter | None:
         """Make ``adapter`` the one served under its name; returns the one it replaced."""
         with self._lock:
             old = self._adapters.get(adapter.name)
             self._adapters = {**self._adapters, adapter.name: adapter}
+            self.errors.pop(adapter.name, None)
         return old
 
     def remove(self, name: str) -> LoadedAdapter:
         """Stop serving ``name``; returns it.
 
         Raises:
-            AdapterNotFoundError: Not loaded.
+            AdapterNotFoundError: Not loaded (the message names only ``name``).
         """
         with self._lock:
             old = self._adapters.get(check_name(name))
             if old is None:
-                raise AdapterNotFoundError(f"adapter {name!r} is not loaded; loaded: {sorted(self._adapters)}")
+                raise AdapterNotFoundError(f"adapter {name!r} is not loaded")
             self._adapters = {k: v for k, v in self._adapters.items() if k != name}
         return old
 
     def startup(self) -> None:
-        """Load the base, then every configured adapter (refusals logged, or raised if strict)."""
+        """Load the base, then every configured adapter.
+
+        A refused adapter is logged, recorded as unavailable and skipped: one bad export never
+        stops the others from being served. With ``cfg.strict`` the first refusal is raised.
+
+        Raises:
+            AdapterError: ``cfg.strict`` and an adapter was refused (or not found).
+        """
         self.base = Base.load(self.cfg.base)
         if not self.root.is_dir():
             log.warning("adapters directory %s does not exist; serving no adapters", self.root)
@@ -332,10 +518,11 @@ class Registry:
             try:
                 adapter = self.build(name)
             except AdapterError as exc:
-                self.errors[name] = str(exc)
+                if not isinstance(exc, AdapterRefusedError):  # not found / invalid name
+                    self.record_failure(name, str(exc))
                 if self.cfg.strict:
                     raise
-                log.warning("skipping adapter: %s", exc)
+                log.warning("adapter %s unavailable: %s", name, exc)
                 continue
             self.install(adapter)
             log.info("adapter %s loaded (%s, %s, own %.2f MiB)", name, adapter.manifest.method,

@@ -7,7 +7,7 @@ limits the server enforces.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -19,6 +19,13 @@ AdapterName = Annotated[str, Field(pattern=NAME_PATTERN, description="A loaded a
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class _StrictIn(BaseModel):
+    """Request bodies: unknown fields refused, and no type coercion (``"5"`` is no integer,
+    ``1`` / ``"yes"`` no boolean, ``true`` no label): what the OpenAPI spec says, exactly."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class ScoreOut(_Strict):
@@ -60,12 +67,25 @@ class AdapterInfo(_Strict):
     loaded_at: float
 
 
+class AdapterStatus(_Strict):
+    """Where one adapter stands (admin keys, their adapters only)."""
+
+    name: str
+    status: Literal["loaded", "unavailable", "available"] = Field(
+        description="loaded: served; unavailable: its last load failed (reason) and it is not served; "
+                    "available: an export folder not loaded")
+    reason: str | None = Field(None, description="why the last load failed (also set for a loaded adapter "
+                                                 "whose reload failed: the old one still serves)")
+
+
 class AdaptersOut(_Strict):
-    """``GET /v1/adapters``: loaded adapters, export folders available, and refusals at start."""
+    """``GET /v1/adapters``: loaded adapters, export folders available, failed loads, statuses."""
 
     loaded: list[AdapterInfo]
     available: list[str]
-    refused: dict[str, str]
+    refused: dict[str, str] = Field(description="name → reason of the last failed load (admin keys)")
+    status: list[AdapterStatus] = Field(default_factory=list, description="every adapter the admin key may "
+                                        "manage: loaded, unavailable (with the reason) or available")
 
 
 class ErrorOut(BaseModel):
@@ -87,7 +107,7 @@ def build_schemas(cfg: ServeConfig) -> Schemas:
     text_field = Field(None, min_length=1, max_length=cfg.max_text_chars,
                        description="raw item text (instead of item_id)")
 
-    class ItemRef(_Strict):
+    class ItemRef(_StrictIn):
         """An item: a catalogue ``item_id`` or a raw ``text`` (exactly one)."""
 
         item_id: str | None = Field(None, min_length=1, max_length=256, description="catalogue item id")
@@ -106,14 +126,14 @@ def build_schemas(cfg: ServeConfig) -> Schemas:
         rating: float | None = Field(None, ge=-1e6, le=1e6,
                                      description="rating (rating models); default: the label")
 
-    class PredictIn(_Strict):
+    class PredictIn(_StrictIn):
         """Score candidates for a user history with one adapter."""
 
         adapter: AdapterName
         history: list[HistoryItem] = Field(default_factory=list, max_length=cfg.max_history)
         candidates: list[ItemRef] = Field(min_length=1, max_length=cfg.max_candidates)
 
-    class RecommendIn(_Strict):
+    class RecommendIn(_StrictIn):
         """Top-k catalogue items for a history (next-item adapters)."""
 
         adapter: AdapterName

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import threading
 from pathlib import Path
@@ -27,16 +28,47 @@ def test_load_delete_and_list(admin_client: TestClient) -> None:
     assert [a["name"] for a in listed["loaded"]] == ["ctr-a", "next-a"]
     assert listed["available"] == ["ctr-a", "ctr-b", "next-a"]
     r = admin_client.post("/v1/adapters/ctr-b", headers=ADMIN)
-    assert r.status_code == 200 and r.json()["replaced"] is False
-    assert admin_client.post("/v1/predict", headers=ADMIN, json={"adapter": "ctr-b", **PREDICT}).status_code == 200
+    assert r.status_code == 200 and r.json()["replaced"] is False and r.json()["loaded"] == "ctr-b"
+    assert r.json()["adapter"] == admin_client.get("/v1/adapters", headers=ADMIN).json()["loaded"][1]
+    assert {k: r.json()["adapter"][k] for k in ("name", "method", "task", "n_items")} == {
+        "name": "ctr-b", "method": "lora", "task": "ctr", "n_items": 300}
+    served = admin_client.post("/v1/predict", headers=ADMIN, json={"adapter": "ctr-b", **PREDICT})
+    assert served.status_code == 200, served.text
+    # ctr-b is a copy of ctr-a's export: it serves the same scores under its own name.
+    same = admin_client.post("/v1/predict", headers=ADMIN, json={"adapter": "ctr-a", **PREDICT}).json()
+    assert served.json() == {**same, "adapter": "ctr-b"} and len(same["scores"]) == 3
     assert admin_client.delete("/v1/adapters/ctr-b", headers=ADMIN).json() == {"removed": "ctr-b"}
     r = admin_client.post("/v1/predict", headers=ADMIN, json={"adapter": "ctr-b", **PREDICT})
     assert r.status_code == 404 and "not loaded" in r.json()["detail"]
     r = admin_client.delete("/v1/adapters/ctr-b", headers=ADMIN)
-    assert r.status_code == 404
+    # The 404 names only the adapter asked for, never the others that are loaded.
+    assert r.status_code == 404 and r.json() == {"detail": "adapter 'ctr-b' is not loaded"}
     r = admin_client.post("/v1/adapters/missing", headers=ADMIN)
     assert r.status_code == 404 and "missing" in r.json()["detail"]
     assert "petrec_adapters_loaded 2.0" in admin_client.get("/metrics", headers=ADMIN).text
+
+
+def test_reload_serves_the_changed_export(admin_client: TestClient, own_exports: Path) -> None:
+    """Replacing ctr-a's files and POSTing its name serves the new weights, exactly."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    before = admin_client.post("/v1/predict", headers=ADMIN, json={"adapter": "ctr-a", **PREDICT}).json()["scores"]
+    weights = own_exports / "ctr-a" / "adapter" / "adapter_model.safetensors"
+    with safe_open(str(weights), "pt") as f:
+        meta = f.metadata()
+    tensors = load_file(str(weights))
+    tensors["base_model.model.head.bias"] += 1.0  # every logit one higher
+    save_file(tensors, str(weights), metadata=meta)
+    # Files changed on disk are not served until the adapter is reloaded.
+    unchanged = admin_client.post("/v1/predict", headers=ADMIN, json={"adapter": "ctr-a", **PREDICT}).json()
+    assert unchanged["scores"] == pytest.approx(before, abs=1e-6)
+    r = admin_client.post("/v1/adapters/ctr-a", headers=ADMIN)
+    assert r.status_code == 200 and r.json()["replaced"] is True, r.text
+    after = admin_client.post("/v1/predict", headers=ADMIN, json={"adapter": "ctr-a", **PREDICT}).json()["scores"]
+    expected = [1 / (1 + math.exp(-(math.log(p / (1 - p)) + 1.0))) for p in before]
+    assert after == pytest.approx(expected, abs=1e-5)
+    assert all(a > b + 1e-3 for a, b in zip(after, before, strict=True))  # not within the tolerance
 
 
 @pytest.mark.parametrize("name", ["%2E%2E", ".hidden", "a%20b", "a%5Cb", "x" * 65, "-lead", "a%00b"])

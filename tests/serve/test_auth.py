@@ -8,7 +8,14 @@ import logging
 import pytest
 from fastapi.testclient import TestClient
 
-from petrec.serve.auth import AuthConfigError, KeyRing, load_keys, parse_keys, presented_key
+from petrec.serve.auth import (
+    AuthConfigError,
+    KeyRing,
+    Principal,
+    load_keys,
+    parse_keys,
+    presented_key,
+)
 from tests.serve.conftest import ADMIN, ADMIN_KEY, TEAM, TEAM_KEY
 
 PREDICT = {"adapter": "ctr-a", "candidates": [{"item_id": "i0001"}]}
@@ -32,23 +39,35 @@ def test_every_route_needs_a_valid_key(client: TestClient, method: str, path: st
 
 
 def test_auth_comes_before_body_validation(client: TestClient) -> None:
-    assert client.post("/v1/predict", json={"garbage": 1}).status_code == 401
+    r = client.post("/v1/predict", json={"garbage": 1})
+    assert r.status_code == 401 and r.json() == {"detail": "missing or invalid API key"}  # not a 422
 
 
 def test_key_limited_to_its_adapters(client: TestClient) -> None:
-    assert client.post("/v1/predict", headers=TEAM, json=PREDICT).status_code == 200
+    own = client.post("/v1/predict", headers=TEAM, json=PREDICT)
+    assert own.status_code == 200, own.text
+    # The team key gets exactly what the admin key gets for the same request.
+    assert own.json() == client.post("/v1/predict", headers=ADMIN, json=PREDICT).json()
+    assert own.json()["adapter"] == "ctr-a" and len(own.json()["scores"]) == 1
     r = client.post("/v1/predict", headers=TEAM, json={**PREDICT, "adapter": "ctr-b"})
-    assert r.status_code == 403 and "ctr-b" in r.json()["detail"]
+    assert r.status_code == 403 and r.json() == {"detail": "this API key may not use adapter 'ctr-b'"}
     # Not allowed is answered before "does it exist" (no probing of adapter names).
-    assert client.post("/v1/predict", headers=TEAM, json={**PREDICT, "adapter": "ghost"}).status_code == 403
+    r = client.post("/v1/predict", headers=TEAM, json={**PREDICT, "adapter": "ghost"})
+    assert r.status_code == 403 and r.json() == {"detail": "this API key may not use adapter 'ghost'"}
+    r = client.post("/v1/recommend", headers=TEAM, json={"adapter": "next-a", "history": [{"item_id": "i0001"}]})
+    assert r.status_code == 403 and r.json() == {"detail": "this API key may not use adapter 'next-a'"}
     assert [a["name"] for a in client.get("/v1/adapters", headers=TEAM).json()["loaded"]] == ["ctr-a"]
     assert len(client.get("/v1/adapters", headers=ADMIN).json()["loaded"]) == 3
 
 
 def test_admin_routes_need_an_admin_key(client: TestClient) -> None:
+    before = client.get("/v1/adapters", headers=ADMIN).json()["loaded"]
     for method in ("POST", "DELETE"):
         r = client.request(method, "/v1/adapters/ctr-a", headers=TEAM)
-        assert r.status_code == 403 and "admin" in r.json()["detail"]
+        assert r.status_code == 403 and r.json() == {"detail": "this route needs an admin API key"}
+    # Nothing happened: ctr-a was neither reloaded (same loaded_at) nor removed.
+    assert client.get("/v1/adapters", headers=ADMIN).json()["loaded"] == before
+    assert [a["name"] for a in before] == ["ctr-a", "ctr-b", "next-a"]
 
 
 def test_keys_never_logged(client: TestClient, caplog: pytest.LogCaptureFixture) -> None:
@@ -79,9 +98,13 @@ def test_keyring_compares_every_digest(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_key_file_formats_and_errors(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
     digest = hashlib.sha256(b"k1").hexdigest()
-    ring = parse_keys(f'{{"keys": [{{"name": "t", "key_sha256": "{digest}"}}]}}', "f")
-    assert ring.check("k1").name == "t"
-    assert parse_keys("k1, k2", "env").check("k2") is not None
+    ring = parse_keys(f'{{"keys": [{{"name": "t", "key_sha256": "{digest}", "adapters": ["a", "b"]}}]}}', "f")
+    assert ring.check("k1") == Principal("t", ("a", "b"), admin=False)
+    assert ring.check(digest) is None and ring.check("k2") is None  # the digest itself is no key
+    assert ring.entries == [(hashlib.sha256(b"k1").digest(), Principal("t", ("a", "b"), admin=False))]
+    listed = parse_keys(" k1, k2 ,,", "env")  # plain list: every adapter, none admin, blanks skipped
+    assert listed.check("k1") == Principal("key-0") and listed.check("k2") == Principal("key-1")
+    assert len(listed.entries) == 2 and listed.check("k3") is None and listed.check(" k2") is None
     with pytest.raises(AuthConfigError, match=r"keys\[0\]\.key_sha256"):
         parse_keys('{"keys": [{"key_sha256": "abc"}]}', "f")
     with pytest.raises(AuthConfigError, match=r"unknown field") as err:
@@ -90,13 +113,22 @@ def test_key_file_formats_and_errors(tmp_path, monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.delenv("PETREC_API_KEYS", raising=False)
     with pytest.raises(AuthConfigError, match="no API keys configured"):
         load_keys(None)
-    assert load_keys(None, allow_anonymous=True).anonymous
+    anonymous = load_keys(None, allow_anonymous=True)
+    assert anonymous.anonymous and anonymous.check(None) == Principal("anonymous", ("*",), admin=True)
     monkeypatch.setenv("PETREC_API_KEYS", "envkey")
-    assert load_keys(None).check("envkey") is not None
+    from_env = load_keys(None)
+    assert from_env.check("envkey") == Principal("key-0") and from_env.check("other") is None
+    assert not from_env.anonymous and load_keys(None, allow_anonymous=True).check(None) is None  # keys win
     path = tmp_path / "keys.json"
     path.write_text('{"keys": [{"key": "filekey", "admin": true}]}')
-    assert load_keys(str(path)).check("filekey").admin and load_keys(str(path)).check("envkey") is None
-    assert isinstance(KeyRing(), KeyRing)
+    from_file = load_keys(str(path))  # the file replaces the variable
+    assert from_file.check("filekey") == Principal("key-0", ("*",), admin=True)
+    assert from_file.check("envkey") is None
+    with pytest.raises(AuthConfigError, match="not found"):
+        load_keys(str(tmp_path / "absent.json"))
+    # An empty ring refuses every key (it is not anonymous unless load_keys made it so).
+    empty = KeyRing()
+    assert not empty.anonymous and empty.check("filekey") is None and empty.check(None) is None
 
 
 def test_presented_key() -> None:

@@ -2,12 +2,59 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
+import datasets
+import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
+from petrec.runs import TrainedRun, load_run, score_examples
 from tests.serve.conftest import ADMIN
 
 HIST = [{"item_id": "i0231", "label": 0}, {"item_id": "i0252"}, {"item_id": "i0073", "label": 1}]
+_EXAMPLE_FEATURES = datasets.Features({
+    "history_item_ids": datasets.Sequence(datasets.Value("string")),
+    "history_labels": datasets.Sequence(datasets.Value("int64")),
+    "history_ratings": datasets.Sequence(datasets.Value("float64")),
+    "item_id": datasets.Value("string"), "label": datasets.Value("int64"),
+})
+
+
+@pytest.fixture(scope="module")
+def ctr_run(serve_runs: dict[str, Path]) -> TrainedRun:
+    """The ctr run ``ctr-a`` was exported from, loaded on its own (not through the server)."""
+    return load_run(serve_runs["ctr"])
+
+
+@pytest.fixture(scope="module")
+def catalogue(exports: Path) -> pd.DataFrame:
+    """The catalogue the ``ctr-a`` export serves."""
+    return pd.read_parquet(exports / "ctr-a" / "items.parquet")
+
+
+def _offline(run: TrainedRun, catalogue: pd.DataFrame, history: list[dict], candidates: list[dict]) -> list[float]:
+    """A predict request scored without the server: the run's own model via ``score_examples``.
+
+    Raw texts join the catalogue under ids of their own (the text is the title prompts show);
+    a history item's label defaults to 1, as in the API.
+    """
+    texts = list(dict.fromkeys(x["text"] for x in [*history, *candidates] if "text" in x))
+    raw = {t: f"raw-{i}" for i, t in enumerate(texts)}
+    items = pd.concat([catalogue[["item_id", "title"]],
+                       pd.DataFrame({"item_id": list(raw.values()), "title": texts})], ignore_index=True)
+
+    def ref(x: dict) -> str:
+        return x["item_id"] if "item_id" in x else raw[x["text"]]
+
+    hist, labels = [ref(h) for h in history], [int(h.get("label", 1)) for h in history]
+    n = len(candidates)
+    examples = datasets.Dataset.from_dict({
+        "history_item_ids": [hist] * n, "history_labels": [labels] * n,
+        "history_ratings": [[float(x) for x in labels]] * n, "item_id": [ref(c) for c in candidates],
+        "label": [0] * n}, features=_EXAMPLE_FEATURES)
+    return score_examples(run, examples, items=items).tolist()
 
 
 def _predict(client: TestClient, **body: object):
@@ -15,29 +62,48 @@ def _predict(client: TestClient, **body: object):
 
 
 def test_health_and_ready_need_no_key(client: TestClient) -> None:
-    assert client.get("/healthz").json() == {"status": "ok"}
+    health = client.get("/healthz")
+    assert health.json() == {"status": "ok"}
     ready = client.get("/readyz")
     assert ready.status_code == 200 and ready.json() == {"status": "ready", "adapters": 3}
+    # Every answer names the worker process that gave it (errors too, the body limit's included).
+    refused = client.get("/metrics")
+    too_big = client.post("/v1/predict", headers=ADMIN, content=b" " * (70 * 1024))
+    assert (refused.status_code, too_big.status_code) == (401, 413)
+    for r in (health, ready, refused, too_big):
+        assert r.headers["X-Petrec-Worker"] == str(os.getpid())  # the test client runs the app in-process
 
 
-def test_predict_scores_ids_and_raw_text(client: TestClient) -> None:
-    r = _predict(client, candidates=[{"item_id": "i0262"}, {"text": "A brand new film (2031)"}, {"item_id": "i0001"}])
+def test_predict_scores_ids_and_raw_text(client: TestClient, ctr_run: TrainedRun, catalogue: pd.DataFrame) -> None:
+    title = str(catalogue.set_index("item_id").loc["i0001", "title"])
+    cands = [{"item_id": "i0262"}, {"text": "A brand new film (2031)"}, {"item_id": "i0001"}, {"text": title}]
+    r = _predict(client, candidates=cands)
     assert r.status_code == 200, r.text
     body = r.json()
-    assert body["adapter"] == "ctr-a" and body["task"] == "ctr" and len(body["scores"]) == 3
+    assert body["adapter"] == "ctr-a" and body["task"] == "ctr" and len(body["scores"]) == 4
     assert all(0.0 < s < 1.0 for s in body["scores"])
+    # One probability per candidate, in order: what the run's own model gives for the same input.
+    assert body["scores"] == pytest.approx(_offline(ctr_run, catalogue, HIST, cands), abs=1e-6)
+    # A raw text equal to a catalogue item's title is rendered as that item.
+    assert body["scores"][3] == pytest.approx(body["scores"][2], abs=1e-6)
     # The same candidate scores the same alone and among others (no cross-talk within a batch).
     alone = _predict(client, candidates=[{"item_id": "i0001"}]).json()["scores"][0]
     assert alone == pytest.approx(body["scores"][2], abs=1e-5)
 
 
-def test_predict_empty_history_and_raw_text_history(client: TestClient) -> None:
-    r = client.post("/v1/predict", headers=ADMIN, json={
-        "adapter": "ctr-a", "history": [{"text": "Some film I liked", "label": 1}],
-        "candidates": [{"item_id": "i0262"}]})
+def test_predict_empty_history_and_raw_text_history(client: TestClient, ctr_run: TrainedRun,
+                                                     catalogue: pd.DataFrame) -> None:
+    cands = [{"item_id": "i0262"}, {"item_id": "i0001"}]
+    raw_hist = [{"text": "Some film I liked", "label": 1}]
+    r = client.post("/v1/predict", headers=ADMIN, json={"adapter": "ctr-a", "history": raw_hist, "candidates": cands})
     assert r.status_code == 200, r.text
-    r = client.post("/v1/predict", headers=ADMIN, json={"adapter": "ctr-a", "candidates": [{"item_id": "i0262"}]})
+    with_text = r.json()["scores"]
+    assert with_text == pytest.approx(_offline(ctr_run, catalogue, raw_hist, cands), abs=1e-6)
+    r = client.post("/v1/predict", headers=ADMIN, json={"adapter": "ctr-a", "candidates": cands})
     assert r.status_code == 200, r.text
+    empty = r.json()["scores"]
+    assert empty == pytest.approx(_offline(ctr_run, catalogue, [], cands), abs=1e-6)
+    assert all(0.0 < s < 1.0 for s in [*with_text, *empty])
 
 
 def test_unknown_item_is_404_naming_it(client: TestClient) -> None:
@@ -106,19 +172,22 @@ def test_recommend_k_limit(client: TestClient) -> None:
 def test_body_limit_413_by_length_and_by_stream(client: TestClient) -> None:
     big = b'{"adapter": "ctr-a", "candidates": [' + b" " * (70 * 1024) + b"]}"
     r = client.post("/v1/predict", headers={**ADMIN, "Content-Type": "application/json"}, content=big)
-    assert r.status_code == 413 and "bytes" in r.json()["detail"]
+    assert r.status_code == 413 and r.json() == {"detail": "request body larger than 65536 bytes"}
 
     def chunks():  # no Content-Length: the streamed size is checked
         for _ in range(80):
             yield b" " * 1024
 
     r = client.post("/v1/predict", headers={**ADMIN, "Content-Type": "application/json"}, content=chunks())
-    assert r.status_code == 413
+    assert r.status_code == 413 and r.json() == {"detail": "request body larger than 65536 bytes"}
+    assert "content-length" not in {k.lower() for k in r.request.headers}  # it was really streamed
 
 
 def test_malformed_json_is_422_not_500(client: TestClient) -> None:
     r = client.post("/v1/predict", headers={**ADMIN, "Content-Type": "application/json"}, content=b"{not json")
     assert r.status_code == 422
+    (error,) = r.json()["detail"]
+    assert error["type"] == "json_invalid" and error["loc"][0] == "body", error
 
 
 def test_internal_error_is_json_500(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
