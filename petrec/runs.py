@@ -8,7 +8,7 @@ each into its own dataclass, so this module does not depend on the recipe file.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,8 +22,16 @@ from petrec.collate import pad_sequences
 from petrec.config import ConfigError, from_dict, read_yaml
 from petrec.data import DataConfig, DataError
 from petrec.data.features import BehaviourStats
+from petrec.deploy.manifest import ExportError, ManifestError, check_safetensors, read_json_object
+from petrec.methods.errors import AdapterLoadError, PetrecMethodError
+from petrec.methods.io import META_FILE, PEFT_CONFIG_FILE, TENSORS_FILE, read_meta
 from petrec.models import BehaviourModel, ModelConfig, load_tokenizer
 from petrec.models.build import load_backbone
+
+#: Every error a bad run / export folder or input file raises with a one-line message naming the
+#: file (all are ``ValueError``); the ``petrec evaluate | predict | export`` commands print them.
+RUN_ERRORS: tuple[type[ValueError], ...] = (ConfigError, DataError, PetrecMethodError, ManifestError,
+                                            ExportError)
 
 
 @dataclass
@@ -48,20 +56,81 @@ def load_run(folder: str | os.PathLike[str], *, data_dir: str | None = None) -> 
         data_dir: Override of ``data.data_dir`` (the data may live elsewhere now).
 
     Raises:
-        ConfigError: The folder is not a run folder or its config does not load.
+        ConfigError: The folder is not a run folder, its config does not load or the base model
+            it names does not load.
+        AdapterLoadError: A missing, truncated or corrupt file in ``adapter/`` (named).
+        DataError: A missing or unreadable ``behaviour_stats.json`` (behaviour-prior runs).
     """
     folder = Path(folder)
     for needed in ("config.yaml", "adapter"):
         if not (folder / needed).exists():
             raise ConfigError(f"{folder} is not a petrec run folder: {needed} is missing")
     data_cfg, model_cfg, max_length = read_run_config(folder, data_dir)
+    check_adapter_folder(folder / "adapter")  # before the (slow) base model loads
     # The plain base (backbone + fresh head); load_adapter re-applies the saved method,
     # quantization included, and restores every trained tensor (head too).
-    backbone, is_decoder = load_backbone(model_cfg)
-    model = petrec.load_adapter(BehaviourModel(backbone, model_cfg, is_decoder=is_decoder), folder / "adapter")
+    backbone, is_decoder = load_base(model_cfg, folder / "config.yaml")
+    model = load_adapter_checked(BehaviourModel(backbone, model_cfg, is_decoder=is_decoder), folder / "adapter")
     model.eval()
     stats = BehaviourStats.load(folder) if model_cfg.behaviour_prior else None
     return TrainedRun(folder, data_cfg, model_cfg, model, load_tokenizer(model_cfg), max_length, stats)
+
+
+def check_adapter_folder(folder: str | os.PathLike[str]) -> None:
+    """Check a saved adapter folder's files (reading headers only) before anything loads them.
+
+    ``petrec_adapter.json`` (and peft's ``adapter_config.json`` where present) must be JSON
+    objects; ``adapter_model.safetensors`` must be complete (see :func:`check_safetensors`).
+
+    Raises:
+        AdapterLoadError: A missing, truncated or corrupt file (named, with what was expected).
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise AdapterLoadError(f"{folder}: not a folder; expected a saved adapter folder")
+    read_json_object(folder / META_FILE, AdapterLoadError,
+                     f"the JSON object petrec.save_adapter writes ({folder} is not a complete adapter folder?)")
+    if (folder / PEFT_CONFIG_FILE).exists():
+        read_json_object(folder / PEFT_CONFIG_FILE, AdapterLoadError, "peft's adapter config (a JSON object)")
+    read_meta(folder)  # required keys; a missing tensors file (or a pickle in its place)
+    check_safetensors(folder / TENSORS_FILE, AdapterLoadError)
+
+
+def load_base(model_cfg: ModelConfig, config_path: str | os.PathLike[str]) -> tuple[Any, bool]:
+    """:func:`petrec.models.build.load_backbone`, with a one-line error naming the config key.
+
+    Args:
+        model_cfg: The run's model config.
+        config_path: The config file it came from, for the message.
+
+    Raises:
+        ConfigError: ``model.backbone`` does not load (missing, truncated or corrupt files).
+    """
+    from safetensors import SafetensorError
+
+    try:
+        return load_backbone(model_cfg)
+    except (OSError, SafetensorError) as exc:
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise ConfigError(f"{config_path}: model.backbone {model_cfg.backbone!r} does not load "
+                          f"({type(exc).__name__}: {first})") from None
+
+
+def load_adapter_checked(model: BehaviourModel, folder: str | os.PathLike[str]) -> BehaviourModel:
+    """:func:`petrec.load_adapter` after :func:`check_adapter_folder`; a safetensors error names the file.
+
+    Raises:
+        AdapterLoadError: See :func:`check_adapter_folder` and :func:`petrec.load_adapter`.
+    """
+    from safetensors import SafetensorError
+
+    folder = Path(folder)
+    check_adapter_folder(folder)
+    try:
+        return petrec.load_adapter(model, folder)
+    except SafetensorError as exc:
+        raise AdapterLoadError(f"{folder / TENSORS_FILE}: not a readable safetensors file ({exc}); "
+                               "expected the complete file petrec.save_adapter wrote") from None
 
 
 def read_run_config(folder: str | os.PathLike[str],
@@ -69,22 +138,45 @@ def read_run_config(folder: str | os.PathLike[str],
     """A run's (or an export's) ``config.yaml`` as ``(DataConfig, ModelConfig, max_length)``.
 
     Only these sections are read back, each into its own dataclass, so this does not depend on
-    the recipe file.
+    the recipe file. An empty file, or one without ``data:`` and ``model:`` mappings, is refused:
+    falling back to defaults would evaluate another dataset / model than the run's.
 
     Args:
         folder: Holds ``config.yaml``.
         data_dir: Override of ``data.data_dir`` (the data may live elsewhere now).
 
     Raises:
-        ConfigError: A missing file or a wrong key (named in the message).
+        ConfigError: A missing, empty or unreadable file, a missing section or a wrong key (named
+            in the message, with the file).
     """
-    raw = read_yaml(Path(folder) / "config.yaml")
-    data_raw = dict(raw.get("data") or {})
+    path = Path(folder) / "config.yaml"
+    expected = "expected the config the run wrote (a mapping with data:, model: and max_length:)"
+    try:
+        raw = read_yaml(path)
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte offset {exc.start}); {expected}") from None
+    except ConfigError as exc:  # a YAML parser error spans lines: one line, as every error here
+        raise ConfigError("; ".join(part.strip() for part in str(exc).splitlines() if part.strip())) from None
+    if not raw:
+        raise ConfigError(f"{path}: the file is empty; {expected}")
+    for key in ("data", "model"):
+        if not isinstance(raw.get(key), Mapping):
+            got = ("missing" if raw.get(key) is None
+                   else f"not a mapping (got {type(raw[key]).__name__} {raw[key]!r:.40})")
+            raise ConfigError(f"{path}: section {key!r} is {got}; {expected}")
+    if "max_length" not in raw:  # the recipe writes it after data, model and train: a cut file
+        raise ConfigError(f"{path}: key 'max_length' is missing (a truncated file?); {expected}")
+    max_length = raw["max_length"]
+    if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length <= 0:
+        raise ConfigError(f"{path}: key 'max_length' is {max_length!r}; expected a positive integer")
+    data_raw = dict(raw["data"])
     if data_dir is not None:
         data_raw["data_dir"] = data_dir
-    return (from_dict(DataConfig, data_raw, prefix="data."),
-            from_dict(ModelConfig, raw.get("model") or {}, prefix="model."),
-            int(raw.get("max_length", 128)))
+    try:
+        return (from_dict(DataConfig, data_raw, prefix="data."),
+                from_dict(ModelConfig, raw["model"], prefix="model."), max_length)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
 
 
 @torch.no_grad()
@@ -149,7 +241,15 @@ def read_candidates_csv(path: str | os.PathLike[str]) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"candidates file {str(path)!r} not found")
-    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text ({exc.reason}); expected a CSV of user_id, "
+                        "history_item_ids, item_id") from None
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path}: file is empty; expected a header line user_id,history_item_ids,item_id") from None
+    except pd.errors.ParserError as exc:
+        raise DataError(f"{path}: malformed CSV ({str(exc).strip()})") from None
     missing = [c for c in ("user_id", "history_item_ids", "item_id") if c not in df.columns]
     if missing:
         raise DataError(f"{path}: missing column(s) {missing}; expected user_id, history_item_ids, item_id"

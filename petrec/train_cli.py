@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import runpy
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import petrec
 
@@ -42,10 +45,30 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load(args: argparse.Namespace):
+def _load(args: argparse.Namespace) -> Any:
     from petrec.runs import load_run
 
     return load_run(args.run, data_dir=args.data_dir)
+
+
+def _one_line_errors(name: str, func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Run ``func``; a bad run folder or input file prints ``petrec NAME: <message>`` and returns 2.
+
+    Every petrec error names the file and what was expected (:data:`petrec.runs.RUN_ERRORS`); an
+    ``OSError`` (unreadable file, full disk) names its path too. No traceback for bad input.
+    """
+
+    @functools.wraps(func)
+    def run(args: argparse.Namespace) -> int:
+        from petrec.runs import RUN_ERRORS
+
+        try:
+            return func(args)
+        except (*RUN_ERRORS, OSError) as exc:
+            print(f"petrec {name}: {exc}", file=sys.stderr)
+            return 2
+
+    return run
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -96,9 +119,13 @@ def _predict(args: argparse.Namespace) -> int:
     frame[column] = score_examples(run, examples, items=data.items, batch_size=args.batch_size)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    frame.to_csv(tmp, index=False)
-    os.replace(tmp, out)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    try:
+        frame.to_csv(tmp, index=False)
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     print(f"wrote {len(frame)} predictions to {out}")
     return 0
 
@@ -124,4 +151,4 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         if name == "predict":
             q.add_argument("--csv", help="CSV with user_id, history_item_ids, [history_labels], item_id")
             q.add_argument("--out", required=True, help="output CSV (written atomically)")
-        q.set_defaults(func=func)
+        q.set_defaults(func=_one_line_errors(name, func))

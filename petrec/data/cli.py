@@ -9,6 +9,7 @@ from typing import Any
 
 from petrec.data.config import DATASETS, PRESETS, PROTOCOLS, TASKS, TEMPLATES, DataConfig
 from petrec.data.errors import DataError
+from petrec.data.validate import describe_drops
 
 
 def _mapping(text: str) -> dict[str, str]:
@@ -77,6 +78,10 @@ def _prepare(args: argparse.Namespace) -> int:
         print(f"petrec data prepare: error: {exc}", file=sys.stderr)
         return 2
     print(json.dumps(data.summary, indent=2, sort_keys=True))
+    drops = describe_drops(data.summary.get("interactions") or {})
+    if drops:
+        print(f"petrec data prepare: {drops} (summary.json: interactions.dropped / first_dropped)",
+              file=sys.stderr)
     print(f"wrote {out}/train, {out}/valid, {out}/test, {out}/items.parquet, {out}/summary.json", file=sys.stderr)
     return 0
 

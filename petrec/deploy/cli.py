@@ -19,10 +19,7 @@ def _export(args: argparse.Namespace) -> int:
             data_dir=args.data_dir,
             force=args.force,
         )
-    except (
-        ValueError,
-        FileNotFoundError,
-    ) as exc:  # every petrec error is one of these, with its message
+    except (ValueError, OSError) as exc:  # every petrec error is a ValueError naming the file / option
         print(f"petrec export: {exc}", file=sys.stderr)
         return 2
     variants = ", ".join(f"{k}={v}" for k, v in manifest.variant_folders.items())

@@ -15,6 +15,13 @@ Layout (see :mod:`petrec.deploy.manifest` for ``manifest.json``)::
 
 Everything is written into a temporary sibling folder that is renamed to ``OUT`` at the end,
 so a failed export leaves nothing behind (and ``force=True`` replaces ``OUT`` only then).
+A process killed mid-way cannot clean up: its ``.OUT.tmp-PID-HOST-RANDOM`` folder (and, killed
+while replacing, the previous export moved aside as ``.OUT.old-PID-HOST-RANDOM``) stays. ``OUT``
+itself is then absent or complete, never half-written. The next export into the same parent
+folder removes such folders whose writer (the PID, on this HOST) is no longer alive, and says so
+(:func:`remove_stale`). For fault-injection tests, ``PETREC_EXPORT_PAUSE_AT=STAGE`` makes the
+export stop at one of :data:`STAGES` until it is killed (``PETREC_EXPORT_PAUSE_SECONDS``, default
+60, then it carries on).
 
 Why the quantized copies are bitsandbytes layers saved as a plain state dict: with
 bitsandbytes 0.50.2 + transformers 5 on CPU, ``from_pretrained(quantization_config=
@@ -30,13 +37,17 @@ are opaque ``torch.classes`` objects that safetensors cannot store without our o
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import secrets
 import shutil
-import tempfile
+import socket
+import sys
+import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -44,7 +55,6 @@ from typing import Any
 import pandas as pd
 
 import petrec
-from petrec.config import read_yaml
 from petrec.data import DataConfig
 from petrec.deploy.load import (  # re-exported: export.py was one module before
     item_names,
@@ -65,11 +75,13 @@ from petrec.deploy.manifest import (
     Manifest,
     base_fingerprint,
     file_sha256,
+    read_json_object,
 )
 from petrec.methods.registry import get_method
-from petrec.models import BehaviourModel, ModelConfig
+from petrec.models import BehaviourModel
 
 __all__ = [
+    "STAGES",
     "VARIANTS",
     "ExportError",
     "build_catalogue",
@@ -78,8 +90,22 @@ __all__ = [
     "load_export",
     "read_catalogue",
     "read_export_config",
+    "remove_stale",
     "score_requests",
 ]
+
+#: Points of :func:`export_run` where ``PETREC_EXPORT_PAUSE_AT`` can stop it (fault injection):
+#: the temporary folder was created / holds the catalogue / the adapter / merged weights / the
+#: manifest; ``replaced``: (``force``) the old export was moved aside, the new one not yet in
+#: place; ``published``: the new export is in place, the old one not yet removed.
+STAGES = ("started", "catalogue", "adapter", "merged", "manifest", "replaced", "published")
+PAUSE_ENV = "PETREC_EXPORT_PAUSE_AT"
+PAUSE_SECONDS_ENV = "PETREC_EXPORT_PAUSE_SECONDS"
+#: This machine, in the names of an export's work folders (a PID means nothing on another host).
+_HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+_WORK = re.compile(r"^\.(?P<target>.+)\.(?P<kind>tmp|old)-(?P<pid>\d+)-(?P<host>[0-9a-f]{8})-[0-9a-f]+$")
+#: Work folders of petrec versions that did not record their writer (``mkdtemp``'s suffix).
+_LEGACY = re.compile(r"^\.(?P<target>.+)\.(?P<kind>tmp|old)-[A-Za-z0-9_]{8}$")
 
 
 
@@ -182,13 +208,91 @@ def _check_mergeable(method: str, run_dir: Path, what: str) -> None:
 
 def _run_metrics(run_dir: Path) -> dict[str, Any]:
     path = run_dir / "metrics.json"
-    if not path.is_file():
+    if not path.exists():
         return {}
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ExportError(f"{path}: not valid JSON ({exc})") from None
+    raw = read_json_object(path, ExportError, "the run's metrics (a JSON object with valid / test)")
     return {k: raw[k] for k in ("valid", "test") if isinstance(raw.get(k), dict)}
+
+
+# ----------------------------------------------------------------------------- work folders
+
+
+def _work_folder(out: Path, kind: str) -> Path:
+    """``.OUT.KIND-PID-HOST-RANDOM`` beside ``out``: who writes it is in its name from the start."""
+    return out.with_name(f".{out.name}.{kind}-{os.getpid()}-{_HOST}-{secrets.token_hex(4)}")
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this machine (another user's counts as alive)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: it exists
+        return True
+    return True
+
+
+def remove_stale(parent: str | os.PathLike[str]) -> tuple[list[Path], list[Path]]:
+    """Remove export work folders in ``parent`` left by processes that are no longer alive.
+
+    A work folder is ``.OUT.tmp-PID-HOST-RANDOM`` (an export being written) or
+    ``.OUT.old-PID-HOST-RANDOM`` (the export it replaces, moved aside). One is removed only when
+    it was made on this machine and its PID is not alive; a live writer's folder (any PID on
+    another machine counts as live) is never touched.
+
+    Returns:
+        ``(removed, unknown)``: the folders removed, and work folders of older petrec versions
+        that recorded no writer (left alone: they may belong to a running export).
+    """
+    parent = Path(parent)
+    removed: list[Path] = []
+    unknown: list[Path] = []
+    if not parent.is_dir():
+        return removed, unknown
+    for entry in sorted(parent.iterdir()):
+        if not entry.name.startswith("."):
+            continue
+        match = _WORK.match(entry.name)
+        if match is None:
+            if _LEGACY.match(entry.name) and entry.is_dir():
+                unknown.append(entry)
+            continue
+        pid = int(match["pid"])
+        if match["host"] != _HOST or pid == os.getpid() or _alive(pid):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        if not entry.exists():
+            removed.append(entry)
+    return removed, unknown
+
+
+def _report_stale(parent: Path, notice: Callable[[str], None]) -> None:
+    """:func:`remove_stale` on ``parent``; one ``notice`` line for what it removed (and left)."""
+    removed, unknown = remove_stale(parent)
+    if removed:
+        notice(f"removed {len(removed)} stale export work folder(s) in {parent} left by stopped "
+               f"processes: {', '.join(p.name for p in removed)}")
+    if unknown:
+        notice(f"left {len(unknown)} work folder(s) in {parent} that record no writer (an older "
+               f"petrec; remove them if no export is running): {', '.join(p.name for p in unknown)}")
+
+
+def _stage(name: str) -> None:
+    """Fault injection: stop here while ``$PETREC_EXPORT_PAUSE_AT`` names this stage."""
+    if os.environ.get(PAUSE_ENV) != name:
+        return
+    print(f"petrec export: paused at stage {name!r} ({PAUSE_ENV}), pid {os.getpid()}",
+          file=sys.stderr, flush=True)
+    time.sleep(float(os.environ.get(PAUSE_SECONDS_ENV, "60")))
+
+
+def _notice(message: str) -> None:
+    """The default ``notice`` of :func:`export_run`: one line on stderr."""
+    print(f"petrec export: {message}", file=sys.stderr, flush=True)
 
 
 def _normalise_modes(root: Path) -> None:
@@ -208,13 +312,15 @@ def _publish(tmp: Path, out: Path, force: bool) -> None:
         return
     if not force:
         raise ExportError(f"{out} already exists; pass --force (force=True) to replace it")
-    backup = out.with_name(f".{out.name}.old-{secrets.token_hex(4)}")
+    backup = _work_folder(out, "old")
     os.rename(out, backup)
     try:
+        _stage("replaced")
         os.rename(tmp, out)
     except BaseException:
         os.rename(backup, out)
         raise
+    _stage("published")
     if backup.is_dir():
         shutil.rmtree(backup)
     else:
@@ -230,6 +336,7 @@ def export_run(
     quantize: str | Sequence[str] | None = None,
     data_dir: str | None = None,
     force: bool = False,
+    notice: Callable[[str], None] | None = _notice,
 ) -> Manifest:
     """Export a finished training run for serving.
 
@@ -243,6 +350,8 @@ def export_run(
             model (mergeable methods only).
         data_dir: Override of ``data.data_dir`` to rebuild the catalogue.
         force: Replace an existing ``out_dir``.
+        notice: Called with one line when stale work folders of killed exports are removed from
+            ``out_dir``'s parent (:func:`remove_stale`); default: printed to stderr.
 
     Returns:
         The manifest written to ``out_dir/manifest.json``.
@@ -250,23 +359,26 @@ def export_run(
     Raises:
         ExportError: ``out_dir`` exists without ``force``, a method that cannot be merged with
             ``merged`` / ``quantize``, an unknown quantization kind.
-        ConfigError: ``run_dir`` is not a run folder.
+        ConfigError: ``run_dir`` is not a run folder, or its config is empty / wrong.
+        AdapterLoadError: A missing, truncated or corrupt file in the run's ``adapter/``.
     """
-    from petrec.runs import load_run
+    from petrec.runs import load_run, read_run_config
 
     run_path, out = Path(run_dir), Path(out_dir)
     kinds = _quantize_kinds(quantize)
+    if out.parent.is_dir():
+        _report_stale(out.parent, notice or (lambda _message: None))
     if out.exists() and not force:
         raise ExportError(f"{out} already exists; pass --force (force=True) to replace it")
     if (merged or kinds) and (
         run_path / "config.yaml"
     ).is_file():  # refuse before loading the model
-        raw_model = read_yaml(run_path / "config.yaml").get("model") or {}
         _check_mergeable(
-            str(raw_model.get("method", ModelConfig.method)),
+            read_run_config(run_path, data_dir)[1].method,
             run_path,
             "merged/" if merged else f"quantized-{kinds[0]}/",
         )
+    metrics = _run_metrics(run_path)  # a broken metrics.json fails before the model loads
     run = load_run(run_path, data_dir=data_dir)
     if run.model_cfg.behaviour_prior:
         # The manifest and the server do not carry behaviour_stats.json and request-time
@@ -276,11 +388,15 @@ def export_run(
     fingerprint = base_fingerprint(run.model_cfg.backbone)
     items = build_catalogue(run.data, run.model_cfg.task)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    tmp = _work_folder(out, "tmp")
+    tmp.mkdir(mode=0o700)
     try:
+        _stage("started")
         shutil.copy2(run_path / "config.yaml", tmp / "config.yaml")
         items.to_parquet(tmp / CATALOGUE_FILE, index=False)
+        _stage("catalogue")
         shutil.copytree(run_path / "adapter", tmp / "adapter")
+        _stage("adapter")
         variants: dict[str, Any] = {"adapter": "adapter", "merged": None, "quantized": {}}
         if merged or kinds:
             with (
@@ -291,6 +407,7 @@ def export_run(
             if merged:
                 _write_merged(model, run.tokenizer, tmp / "merged")
                 variants["merged"] = "merged"
+                _stage("merged")
             for kind in kinds:  # each from a fresh fp32 copy of the merged model
                 _write_quantized(_copy_model(model), run.tokenizer, kind, tmp / f"quantized-{kind}")
                 variants["quantized"][kind] = f"quantized-{kind}"
@@ -307,12 +424,13 @@ def export_run(
                 "sha256": file_sha256(tmp / CATALOGUE_FILE),
                 "n_items": len(items),
             },
-            metrics=_run_metrics(run_path),
+            metrics=metrics,
             variants=variants,
             petrec_version=petrec.__version__,
             created_utc=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         )
         (tmp / MANIFEST_FILE).write_text(manifest.to_json(), encoding="utf-8")
+        _stage("manifest")
         _publish(tmp, out, force)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -19,7 +19,6 @@ import pandas as pd
 import torch
 from torch import nn
 
-import petrec
 from petrec.data import DataConfig
 from petrec.deploy.manifest import (
     HEAD_FILE,
@@ -28,11 +27,20 @@ from petrec.deploy.manifest import (
     WEIGHTS_FILE,
     ExportError,
     base_fingerprint,
+    check_safetensors,
+    read_json_object,
     verify_export,
 )
 from petrec.models import BehaviourModel, ModelConfig, is_decoder_config, load_tokenizer
 from petrec.models.build import drop_pooler
-from petrec.runs import TrainedRun, read_run_config, score_token_ids
+from petrec.runs import (
+    TrainedRun,
+    check_adapter_folder,
+    load_adapter_checked,
+    load_base,
+    read_run_config,
+    score_token_ids,
+)
 
 __all__ = ["item_names", "load_export", "read_catalogue", "read_export_config", "score_requests"]
 
@@ -54,6 +62,7 @@ def _load_head(model: BehaviourModel, folder: Path) -> None:
     path = folder / HEAD_FILE
     if not path.is_file():
         raise ExportError(f"{folder}: {HEAD_FILE} is missing")
+    check_safetensors(path, ExportError)
     try:
         model.head.load_state_dict(load_file(str(path)))
     except RuntimeError as exc:
@@ -120,6 +129,36 @@ def _quiet_int8_notice() -> None:
         logger.addFilter(_DropCastNotice())
 
 
+def _check_variant_files(folder: Path, variant: str) -> None:
+    """Check a merged / quantized folder's files (headers only) before transformers opens them.
+
+    ``config.json`` and the tokenizer's JSON files must parse, every weights file must be a whole
+    safetensors file, and a merged folder must hold safetensors weights: transformers would fall
+    back to a ``.bin`` pickle, which petrec never opens.
+
+    Raises:
+        ExportError: A missing, truncated or corrupt file (named, with what was expected).
+    """
+    read_json_object(folder / "config.json", ExportError, "the model's transformers config (a JSON object)")
+    for name in ("tokenizer_config.json", "tokenizer.json", "special_tokens_map.json"):
+        if (folder / name).exists():
+            read_json_object(folder / name, ExportError, "a tokenizer file (a JSON object)")
+    if variant == "merged":
+        index = folder / "model.safetensors.index.json"
+        if index.exists():
+            read_json_object(index, ExportError, "the safetensors shard index (a JSON object)")
+        weights = sorted(p for p in folder.glob("*.safetensors") if p.name != HEAD_FILE)
+        if not weights:
+            pickled = sorted(p.name for p in folder.glob("*.bin"))
+            hint = f"; found {pickled}, which petrec never unpickles: re-export" if pickled else ""
+            raise ExportError(f"{folder}: no *.safetensors weights for the merged model{hint}")
+    else:
+        weights = [folder / WEIGHTS_FILE]
+    for path in weights:
+        check_safetensors(path, ExportError)
+    check_safetensors(folder / HEAD_FILE, ExportError)
+
+
 def _load_quantized_backbone(folder: Path, kind: str) -> nn.Module:
     from safetensors.torch import load_file
     from transformers import AutoConfig, AutoModel
@@ -168,8 +207,10 @@ def load_export(
         device: Move the model there (default: stay on CPU).
 
     Raises:
-        ExportError: Unknown variant, a variant not in this export, or a base model that differs
-            from the one exported.
+        ExportError: Unknown variant, a variant not in this export, a base model that differs
+            from the one exported, or a missing / truncated / corrupt file of the variant (named;
+            a merged folder with only a ``.bin`` pickle is refused).
+        AdapterLoadError: The same for the adapter variant's files.
         ManifestError: The export folder is not valid.
     """
     folder = Path(export_dir)
@@ -185,30 +226,38 @@ def load_export(
     sub = folder / present[variant]
     data_cfg, model_cfg, max_length = read_export_config(folder, data_dir)
     if variant == "adapter":
-        from petrec.models.build import load_backbone
-
+        check_adapter_folder(sub)  # before the base model loads
         found = base_fingerprint(manifest.base_model)
         if found != manifest.base_fingerprint:
             raise ExportError(
                 f"{folder / MANIFEST_FILE}: base model {manifest.base_model!r} has fingerprint "
                 f"{found}, expected {manifest.base_fingerprint} (another checkpoint?)"
             )
-        backbone, is_decoder = load_backbone(model_cfg)
-        model = petrec.load_adapter(BehaviourModel(backbone, model_cfg, is_decoder=is_decoder), sub)
+        backbone, is_decoder = load_base(model_cfg, folder / "config.yaml")
+        model = load_adapter_checked(BehaviourModel(backbone, model_cfg, is_decoder=is_decoder), sub)
         tokenizer = load_tokenizer(model_cfg)
     else:
-        if variant == "merged":
-            from transformers import AutoConfig, AutoModel
+        from safetensors import SafetensorError
 
-            backbone = AutoModel.from_pretrained(
-                sub, dtype="auto", **_no_pooler(AutoConfig.from_pretrained(sub))
-            )
-            drop_pooler(backbone)
-        else:
-            backbone = _load_quantized_backbone(sub, variant)
-        model = BehaviourModel(backbone, model_cfg, is_decoder=is_decoder_config(backbone.config))
-        _load_head(model, sub)
-        tokenizer = load_tokenizer(dataclasses.replace(model_cfg, backbone=str(sub)))
+        _check_variant_files(sub, variant)
+        try:
+            if variant == "merged":
+                from transformers import AutoConfig, AutoModel
+
+                # use_safetensors: never fall back to a pickled pytorch_model.bin.
+                backbone = AutoModel.from_pretrained(
+                    sub, dtype="auto", use_safetensors=True, **_no_pooler(AutoConfig.from_pretrained(sub))
+                )
+                drop_pooler(backbone)
+            else:
+                backbone = _load_quantized_backbone(sub, variant)
+            model = BehaviourModel(backbone, model_cfg, is_decoder=is_decoder_config(backbone.config))
+            _load_head(model, sub)
+            tokenizer = load_tokenizer(dataclasses.replace(model_cfg, backbone=str(sub)))
+        except (OSError, SafetensorError) as exc:
+            first = (str(exc).strip().splitlines() or [""])[0]
+            raise ExportError(f"{sub}: the {variant!r} variant does not load ({type(exc).__name__}: "
+                              f"{first})") from None
     model.eval()
     if device is not None:
         model.to(device)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -151,7 +152,9 @@ def test_filter_policy_drops_and_counts_per_reason(tmp_path: Path) -> None:
     data = prepare(_cfg(path, policy="filter"))
     assert data.summary["interactions"] == {
         "rows_read": 10, "rows_kept": 6,
-        "dropped": {"duplicate": 1, "missing_user_id": 1, "rating_out_of_range": 1, "user_too_short": 1}}
+        "dropped": {"duplicate": 1, "missing_user_id": 1, "rating_out_of_range": 1, "user_too_short": 1},
+        "first_dropped": {"duplicate": ["line 10"], "missing_user_id": ["line 8"],
+                          "rating_out_of_range": ["line 9"], "user_too_short": ["line 11"]}}
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -178,3 +181,102 @@ def test_property_filter_drops_exactly_the_injected_rows(tmp_path: Path, n_users
     expected = {k: bad.count(k) for k in set(bad)}
     assert data.summary["interactions"]["dropped"] == expected
     assert data.summary["interactions"]["rows_kept"] == len(clean)
+
+
+# ----------------------------------------------------------------------------- unreadable rows
+# Each case: (case id, the bad line, reason key, error class, regex). The log below has 32 rows
+# of 4 users and a blank line after line 8, so a bad row's line number is not its row index + 2.
+
+
+def _log_with(bad: dict[int, str]) -> str:
+    rows = ["uid,sku,when,stars"] + [f"u{u},i{i},{10 * i + u},{1 + i % 5}" for u in range(4) for i in range(8)]
+    for line, text in bad.items():
+        rows[line - 2 if line > 9 else line - 1] = text  # line 9 is the blank line
+    return "\n".join(rows[:8]) + "\n\n" + "\n".join(rows[8:]) + "\n"
+
+
+UNREADABLE = [
+    ("rating_five", 4, "u0,i2,20,five", "rating_not_a_number", DataSchemaError,
+     r"log\.csv, line 4, column 'stars': expected a number, found 'five' \(1 such rows\)"),
+    ("timestamp_yesterday", 12, "u1,i2,yesterday,3", "timestamp_unreadable", DataSchemaError,
+     r"log\.csv, line 12, column 'when': expected a number or a date, found 'yesterday'"),
+    ("timestamp_empty", 12, "u1,i2,,3", "timestamp_missing", DataValueError,
+     r"log\.csv, line 12, column 'when': timestamp is missing"),
+    ("short_row", 11, "u1,i1", "short_row", DataFileError,
+     r"log\.csv, line 11: expected 4 fields, found 2 \(a short row\)"),
+    ("long_row", 14, "u1,i4,41,3,extra", "long_row", DataFileError,
+     r"log\.csv, line 14: expected 4 fields, found 5 \(a long row"),
+]
+
+
+@pytest.mark.parametrize(("line", "text", "reason", "err", "pattern"), [c[1:] for c in UNREADABLE],
+                         ids=[c[0] for c in UNREADABLE])
+def test_unreadable_row_is_one_error_or_dropped_and_counted(tmp_path: Path, line: int, text: str, reason: str,
+                                                            err: type, pattern: str) -> None:
+    path = _write(tmp_path, _log_with({line: text}))
+    with pytest.raises(err) as info:
+        prepare(_cfg(path, protocol="temporal"))
+    message = str(info.value)
+    assert re.search(pattern, message), message
+    assert "--filter" in message and "\n" not in message and info.value.__cause__ is None
+    data = prepare(_cfg(path, protocol="temporal", policy="filter"))
+    assert data.summary["interactions"] == {"rows_read": 32, "rows_kept": 31, "dropped": {reason: 1},
+                                            "first_dropped": {reason: [f"line {line}"]}}
+
+
+def test_filter_counts_every_unreadable_row_per_reason_in_file_order(tmp_path: Path) -> None:
+    path = _write(tmp_path, _log_with({c[1]: c[2] for c in UNREADABLE if c[0] != "timestamp_empty"}
+                                      | {16: "u1,i6,61,5x", 20: "u2,i2", 22: "u2,i4"}))
+    with pytest.raises(DataSchemaError, match=r"line 4, column 'stars'"):  # the first bad line
+        prepare(_cfg(path, protocol="temporal"))
+    summary = prepare(_cfg(path, protocol="temporal", policy="filter")).summary["interactions"]
+    assert summary == {
+        "rows_read": 32, "rows_kept": 25,
+        "dropped": {"long_row": 1, "rating_not_a_number": 2, "short_row": 3, "timestamp_unreadable": 1},
+        "first_dropped": {"long_row": ["line 14"], "rating_not_a_number": ["line 4", "line 16"],
+                          "short_row": ["line 11", "line 20", "line 22"], "timestamp_unreadable": ["line 12"]}}
+
+
+def test_cli_filter_prints_the_drops(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from petrec.cli import main
+
+    path = _write(tmp_path, _log_with({4: "u0,i2,20,five", 11: "u1,i1"}))
+    args = ["data", "prepare", "--dataset", "csv", "--interactions", str(path), "--columns",
+            "user=uid,item=sku,time=when,rating=stars", "--protocol", "temporal", "--out", str(tmp_path / "out")]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("petrec data prepare: error: ") and "line 4, column 'stars'" in err and "\n" not in err
+    assert not (tmp_path / "out").exists()
+    assert main([*args, "--filter"]) == 0
+    out, err = capsys.readouterr()
+    assert "dropped 2 of 32 rows: 1 rating_not_a_number (line 4); 1 short_row (line 11)" in err
+    saved = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert saved == json.loads(out)
+    assert saved["interactions"]["dropped"] == {"rating_not_a_number": 1, "short_row": 1}
+
+
+@pytest.mark.parametrize("bad_line", [2, 47, 401])
+@pytest.mark.parametrize("gz", [False, True], ids=["csv", "csv.gz"])
+def test_non_utf8_error_names_the_line_and_byte_offset(tmp_path: Path, bad_line: int, gz: bool) -> None:
+    import gzip
+
+    rows = ["uid,sku,when,stars"] + [f"u{i % 7},i{i},{i},4" for i in range(1, 600)]
+    raw = bytearray(("\n".join(rows) + "\n").encode())
+    offset = sum(len(r) + 1 for r in rows[:bad_line - 1]) + 1  # the second byte of that line
+    raw[offset] = 0xFC
+    name = "log.csv.gz" if gz else "log.csv"
+    path = tmp_path / name
+    path.write_bytes(gzip.compress(bytes(raw)) if gz else bytes(raw))
+    with pytest.raises(DataFileError) as info:
+        prepare(_cfg(path))
+    assert f"(byte 0xfc at line {bad_line}, column 2, byte offset {offset}" in str(info.value)
+    assert "\n" not in str(info.value) and info.value.__cause__ is None
+
+
+def test_blank_lines_are_not_rows_but_rows_of_empty_fields_are_counted(tmp_path: Path) -> None:
+    path = _write(tmp_path, _log_with({5: ",,,", 13: "   "}))  # line 9 is blank too
+    with pytest.raises(DataValueError, match=r"log\.csv, line 5, column 'when': timestamp is missing"):
+        prepare(_cfg(path, protocol="temporal"))
+    summary = prepare(_cfg(path, protocol="temporal", policy="filter")).summary["interactions"]
+    assert summary == {"rows_read": 31, "rows_kept": 30, "dropped": {"timestamp_missing": 1},
+                       "first_dropped": {"timestamp_missing": ["line 5"]}}

@@ -22,43 +22,11 @@ from petrec.deploy.export import (
 )
 from petrec.deploy.manifest import base_fingerprint, read_manifest, verify_export
 from petrec.runs import load_run, score_examples
-
-FAST = [
-    "--train.progress",
-    "false",
-    "--train.trackers",
-    "[]",
-    "--train.eval_batch_size",
-    "256",
-    "--train.max_steps",
-    "3",
-    "--train.epochs",
-    "1",
-    "--data.max_train_examples",
-    "48",
-]
+from tests.deploy.conftest import train_run
 
 
 def _train(finetune: ModuleType, tiny_bert: Path, out: Path, method: str) -> Path:
-    finetune.main(
-        [
-            "--model.backbone",
-            str(tiny_bert),
-            "--model.method",
-            method,
-            "--train.output_dir",
-            str(out),
-            *FAST,
-        ]
-    )
-    return out
-
-
-@pytest.fixture(scope="session")
-def lora_run(
-    finetune: ModuleType, tiny_bert: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Path:
-    return _train(finetune, tiny_bert, tmp_path_factory.mktemp("lora") / "run", "lora")
+    return train_run(finetune, tiny_bert, out, method)
 
 
 @pytest.fixture(scope="session")
