@@ -40,6 +40,9 @@ BASELINE_DESCRIPTIONS: dict[str, str] = {
                  "counted over the whole training block)",
     "logreg-counts": "logistic regression on history like share, smoothed item like rate and log item count "
                      "(item statistics over the whole training block; regression fitted on the k examples)",
+    "prior-features": "the behaviour prior alone: logistic regression on petrec.data.features (item statistics "
+                      "over the whole training block, leave-one-out on the k training examples; regression "
+                      "fitted on the k examples), i.e. the prior head's warm start without a language model",
 }
 
 
@@ -142,6 +145,32 @@ def _prepared(cfg: Any, prepare: Callable[[Any], Any]) -> Any:
     return _CACHE[key]
 
 
+def _prior_features(splits: Any, block: Any) -> dict[str, Any]:
+    """The ``prior-features`` row: the recipe's prior warm start, scored without a language model."""
+    from petrec.data.features import FEATURE_NAMES, BehaviourStats
+    from petrec.metrics import compute_ctr
+    from petrec.models.behaviour import PriorHead
+
+    stats = BehaviourStats.fit(block, "ctr", scaler_rows=splits["train"])
+    head = PriorHead(len(FEATURE_NAMES), 0)
+    y = _labels(splits["train"])
+    if len(np.unique(y)) < 2:
+        raise BaselineError(f"the prior needs both classes; the {len(y)} training examples have one")
+    head.warm_start(stats.features(splits["train"], leave_one_out=True), y, "ctr")
+    import torch
+
+    out: dict[str, Any] = {}
+    for split in ("valid", "test"):
+        with torch.no_grad():
+            logits = head(torch.as_tensor(stats.features(splits[split]))).numpy()
+        out[split] = compute_ctr(_labels(splits[split]).astype(np.int64), logits, from_logits=True)
+    out["valid_best"] = {"metric": "auc", "value": out["valid"].get("auc"), "step": 0}
+    out.update(trainable_params=len(FEATURE_NAMES) + 1, total_params=None, trainable_percent=None, steps=0,
+               labels=[f"baseline: {BASELINE_DESCRIPTIONS['prior-features']}"],
+               train_examples=len(splits["train"]), item_stat_examples=len(block))
+    return out
+
+
 def run_baseline(name: str, config: dict[str, Any]) -> dict[str, Any]:
     """Compute one baseline on the data a run config describes (its ``data`` section).
 
@@ -172,6 +201,8 @@ def run_baseline(name: str, config: dict[str, Any]) -> dict[str, Any]:
     if name in ID_BASELINES:
         return run_id_baseline(name, data_cfg, splits, config.get("id_ctr"), BaselineError)
     block = _prepared(dataclasses.replace(data_cfg, few_shot_k=None), prepare)["train"]
+    if name == "prior-features":
+        return _prior_features(splits, block)
     stats = ItemStats.from_split(list(block["item_id"]), [int(v) for v in block["label"]])
     score, n_params = STATS_BASELINES[name](splits["train"], stats)
     out: dict[str, Any] = {}

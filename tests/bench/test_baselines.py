@@ -55,3 +55,23 @@ def test_p1_history_share_and_logreg_on_movielens(shared_data_dir: Path) -> None
     lr = run_baseline("logreg-counts", {"data": data})
     assert lr["train_examples"] == 256 and lr["trainable_params"] == 4
     assert 0.70 < lr["test"]["auc"] < 0.80
+
+
+def test_prior_features_is_the_recipes_warm_start_scored_alone() -> None:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+
+    from petrec.data import DataConfig, prepare
+    from petrec.data.features import BehaviourStats
+
+    data = {"history_len": 5, "few_shot_k": 200, "seed": 2}
+    out = run_baseline("prior-features", {"data": data})
+    splits = prepare(DataConfig(**data)).splits
+    block = prepare(DataConfig(history_len=5)).splits["train"]
+    stats = BehaviourStats.fit(block, "ctr", scaler_rows=splits["train"])
+    fitted = LogisticRegression(C=1.0, max_iter=1000).fit(
+        stats.features(splits["train"], leave_one_out=True), splits["train"]["label"])
+    for split in ("valid", "test"):
+        expected = roc_auc_score(splits[split]["label"], fitted.decision_function(stats.features(splits[split])))
+        assert out[split]["auc"] == pytest.approx(expected, abs=1e-6)
+    assert out["trainable_params"] == 5 and out["item_stat_examples"] == len(block) > out["train_examples"] == 200
