@@ -74,6 +74,10 @@ class TrainConfig:
     """Evaluate every N optimizer steps; 0 = at the end of each epoch."""
     early_stopping_patience: int = 0
     """Stop after this many evaluations without improvement; 0 = never stop early."""
+    eval_at_start: bool = False
+    """Validate once before the first step too, and let those weights win if nothing later beats
+    them (a model that starts from a fitted count model, ``model.behaviour_prior``, keeps it
+    when the adapter only overfits)."""
     max_train_minutes: float = 0.0
     """Wall-time budget of this call (evaluations included), checked at each evaluation and
     epoch end: once spent, training stops and the best weights so far are kept; 0 = no budget."""
@@ -375,6 +379,8 @@ def train(
         state["bad_evals"] += 1
         return 0 < cfg.early_stopping_patience <= state["bad_evals"]
 
+    if cfg.eval_at_start and valid_loader is not None and not state["valid_history"]:
+        validate()
     progress = tqdm(total=total_steps, initial=state["global_step"], desc="train", unit="step",
                     disable=not (cfg.progress and accelerator.is_local_main_process))
     done = state["global_step"] >= total_steps

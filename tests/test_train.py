@@ -216,3 +216,23 @@ def test_nan_validation_metric_is_never_an_improvement(tmp_path: Path) -> None:
     result = train(model, train_loader, valid_loader, cfg, evaluate_fn=metric, accelerator=_fresh_accelerator(cfg))
     assert result.best_metric == 0.6 and result.best_step == 4
     assert result.stopped_early and result.global_step == 8
+
+
+def test_eval_at_start_keeps_the_initial_weights_when_training_only_hurts(tmp_path: Path) -> None:
+    snapshots: list[torch.Tensor] = []
+
+    def fake_metric(model, loader, accelerator):
+        snapshots.append(model.head.weight.detach().clone())
+        return {"score": [0.9, 0.7, 0.8, 0.6][len(snapshots) - 1]}  # the start is best
+
+    cfg = TrainConfig(output_dir=str(tmp_path), epochs=1, eval_every_steps=4, eval_at_start=True,
+                      progress=False, trackers=[], mixed_precision="no", lr=1e-2)
+    model = Toy()
+    initial = model.head.weight.detach().clone()
+    train_loader, valid_loader = _loaders()
+    result = train(model, train_loader, valid_loader, cfg, evaluate_fn=fake_metric,
+                   accelerator=_fresh_accelerator(cfg))
+    assert [h["step"] for h in result.valid_history] == [0, 4, 8, 12]
+    assert result.best_step == 0 and result.best_metric == 0.9
+    assert torch.equal(snapshots[0], initial) and torch.equal(model.head.weight, initial)
+    assert not torch.equal(snapshots[-1], initial)  # it did train

@@ -231,6 +231,11 @@ class BehaviourModel(nn.Module):
             from petrec.data.features import FEATURE_NAMES
 
             self.prior = PriorHead(len(FEATURE_NAMES), cfg.prior_hidden)
+            # The language model's head starts at zero: the model starts as the prior alone (the
+            # count model, once warm-started) and the adapter learns the residual from there.
+            last = [m for m in self.head.modules() if isinstance(m, nn.Linear)][-1]
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
         # Accelerate's FSDP transformer-based auto-wrap reads this from the top-level model.
         self._no_split_modules = list(getattr(backbone, "_no_split_modules", None) or [])
 

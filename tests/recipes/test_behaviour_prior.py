@@ -63,3 +63,18 @@ def test_export_refuses_a_prior_run_until_serving_computes_features(
     with pytest.raises(ExportError, match="behaviour_prior cannot be exported yet"):
         export_run(out, tmp_path / "export")
     assert not (tmp_path / "export").exists()
+
+
+def test_a_prior_model_starts_as_the_prior_alone(tiny_bert: Path) -> None:
+    import torch
+
+    from petrec.data.features import FEATURE_NAMES
+    from petrec.models import ModelConfig, build_model
+
+    model = build_model(ModelConfig(backbone=str(tiny_bert), behaviour_prior=True, dropout=0.0)).eval()
+    ids = torch.randint(1000, 2000, (3, 7))
+    feats = torch.randn(3, len(FEATURE_NAMES))
+    with torch.no_grad():
+        out = model(input_ids=ids, attention_mask=torch.ones_like(ids), features=feats).logits
+        torch.testing.assert_close(out, model.prior(feats), atol=0, rtol=0)
+    assert {n.split(".")[0] for n, p in model.named_parameters() if p.requires_grad} == {"backbone", "head", "prior"}
