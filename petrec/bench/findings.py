@@ -38,9 +38,9 @@ class Estimate:
 
 def _baseline_kind(name: str) -> str:
     """How a findings line names a baseline row: plain statistics or a trained ID-based model."""
-    from petrec.bench.baselines import STATS_BASELINES
+    from petrec.bench.baselines import BASELINE_DESCRIPTIONS
 
-    return "statistics" if name in STATS_BASELINES else "ID-based sequence model"
+    return "statistics" if name in BASELINE_DESCRIPTIONS else "ID-based sequence model"
 
 
 def _cell(summary: pd.DataFrame, table: str, variant: str, k: str) -> pd.DataFrame:
