@@ -32,8 +32,8 @@ from petrec.data.errors import DataError
 
 #: Columns of the feature vector, in order. No per-user statistics: under P1 the test users are
 #: not in the training block, so a user's training mean is informative on every training row and
-#: a constant on every test row; with it (and its count) the same logistic regression on P1 k=256
-#: scored 0.71-0.74 test AUC against 0.749-0.753 without (seeds 1-3, /tmp probe at c18414b+1).
+#: a constant on every test row. (An unrecorded probe with them scored lower on P1 k=256 than the
+#: recorded ``prior-features`` baseline without them: benchmarks/results/collab-ctr-cpu.)
 FEATURE_NAMES = (
     "history_mean",  # mean label (ctr) / rating (rating) of the example's own history
     "history_log_len",  # log(1 + history length)
@@ -114,8 +114,7 @@ class BehaviourStats:
             leave_one_out: The rows are among the examples the statistics counted (the training
                 split): take each row's own target out of its item's counts, so a
                 training example's features never contain its own label (without it the prior
-                learns the label from itself: 0.71 -> 0.75 test AUC for a logistic regression on
-                P1 k=256 with it).
+                learns the label from itself, and does worse on unseen rows).
                 Needs the target column.
         """
         target_col, history_col = VALUE_COLUMNS[self.task]

@@ -162,10 +162,10 @@ def packed_cpu_kernel_enabled() -> bool:
     """True where no-grad 4-bit CPU inference may use bitsandbytes' packed avx512_bf16 kernel.
 
     Off by default: the packed kernel computes in bf16 with bf16 block scales, so its outputs
-    differ from the training forward's (0.03 on MiniLM hidden states) and from a machine without
-    the instruction; the plain path gives the same numbers on every x86 CPU. Set
-    ``PETREC_CPU_4BIT_KERNEL=packed`` for its speed (MiniLM nf4, batch 16 x 128, 2 cores: 0.34 s
-    against 0.43 s a forward, measured on a shared AMD EPYC with avx512_bf16).
+    differ from the training forward's (tests/methods/test_quantization_cpu_paths.py bounds the
+    MiniLM logit difference at 0.05) and from a machine without the instruction; the plain path
+    gives the same numbers on every x86 CPU. Set ``PETREC_CPU_4BIT_KERNEL=packed`` for the
+    kernel's inference speed (not recorded by a benchmark yet).
 
     Raises:
         PetrecMethodError: The variable holds something other than ``plain`` or ``packed``.
