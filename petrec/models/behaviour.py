@@ -28,6 +28,7 @@ from torch import nn
 from transformers.utils import ModelOutput
 
 from petrec.methods.prompt import PROMPT_ATTR
+from petrec.models.answer import AnswerHead
 from petrec.models.config import ModelConfig, PetrecModelError
 from petrec.models.pooling import pool, resolve_pooling
 
@@ -226,16 +227,27 @@ class BehaviourModel(nn.Module):
         hidden = int(backbone.config.hidden_size)
         self.hidden_size = hidden
         self.dropout = nn.Dropout(cfg.dropout)
-        self.head = _make_head(hidden, hidden if cfg.task == "next_item" else 1, cfg)
+        if cfg.scoring == "answer":
+            if not is_decoder:
+                raise PetrecModelError(
+                    "model.scoring='answer' needs a decoder backbone (it reads next-token scores)"
+                )
+            # Rows start at zero here; build_model copies the checkpoint's LM-head rows in, and a
+            # reloaded run loads its trained head. With a prior, the LM's answer starts switched
+            # off (scale 0) so the model starts as the prior, as the linear head does below.
+            self.head: nn.Module = AnswerHead(hidden, cfg.task, scale=0.0 if cfg.behaviour_prior else 1.0)
+        else:
+            self.head = _make_head(hidden, hidden if cfg.task == "next_item" else 1, cfg)
         if cfg.behaviour_prior:
             from petrec.data.features import FEATURE_NAMES
 
             self.prior = PriorHead(len(FEATURE_NAMES), cfg.prior_hidden)
-            # The language model's head starts at zero: the model starts as the prior alone (the
-            # count model, once warm-started) and the adapter learns the residual from there.
-            last = [m for m in self.head.modules() if isinstance(m, nn.Linear)][-1]
-            nn.init.zeros_(last.weight)
-            nn.init.zeros_(last.bias)
+            if cfg.scoring == "head":
+                # The language model's head starts at zero: the model starts as the prior alone
+                # (the count model, once warm-started) and the adapter learns the residual.
+                last = [m for m in self.head.modules() if isinstance(m, nn.Linear)][-1]
+                nn.init.zeros_(last.weight)
+                nn.init.zeros_(last.bias)
         # Accelerate's FSDP transformer-based auto-wrap reads this from the top-level model.
         self._no_split_modules = list(getattr(backbone, "_no_split_modules", None) or [])
 

@@ -18,7 +18,9 @@ from transformers.models.auto.modeling_auto import (
     MODEL_FOR_MASKED_LM_MAPPING_NAMES,
 )
 
+from petrec.data.frame import answer_token_ids, get_frame, prompt_frame, set_frame
 from petrec.methods import attach
+from petrec.models.answer import answer_rows
 from petrec.models.behaviour import BehaviourModel
 from petrec.models.config import ModelConfig, PetrecModelError
 from petrec.paths import resolve_model
@@ -171,13 +173,20 @@ def load_tokenizer(cfg: ModelConfig) -> PreTrainedTokenizerBase:
             )
         tok.pad_token = tok.eos_token
     tok.padding_side = cfg.padding_side
+    if cfg.scoring == "answer":
+        # Every petrec tokenisation of this tokenizer now wraps prompts in the answer frame
+        # (chat template or "Answer:"), and the answer words are checked to be single tokens.
+        frame = prompt_frame(tok, cfg.task, cfg.prompt_format)
+        answer_token_ids(tok, frame, cfg.task)
+        set_frame(tok, frame)
     return tok
 
 
 def build_model(cfg: ModelConfig) -> BehaviourModel:
     """Load the backbone (offline), build pooling + head, then attach the PEFT method.
 
-    Order: backbone -> gradient checkpointing -> head -> ``petrec.attach(model, cfg.method,
+    Order: backbone -> gradient checkpointing -> head (with ``scoring: answer``, the LM head's
+    rows of the answer tokens) -> ``petrec.attach(model, cfg.method,
     head=["head"], quantize=cfg.quantize, **cfg.method_kwargs)``; the head always trains.
 
     Args:
@@ -199,6 +208,10 @@ def build_model(cfg: ModelConfig) -> BehaviourModel:
         if hasattr(backbone.config, "use_cache"):
             backbone.config.use_cache = False
     model = BehaviourModel(backbone, cfg, is_decoder=decoder)
+    if cfg.scoring == "answer":
+        tok = load_tokenizer(cfg)
+        ids = answer_token_ids(tok, get_frame(tok), cfg.task)
+        model.head.init_rows(answer_rows(backbone, resolve_model(cfg.backbone), ids))
     heads = ["head", "prior"] if cfg.behaviour_prior else ["head"]
     model = attach(model, cfg.method, head=heads, quantize=cfg.quantize, **cfg.method_kwargs)
     if not isinstance(model, BehaviourModel):

@@ -12,6 +12,8 @@ Pooling = Literal["auto", "cls", "mean", "last"]
 Quantize = Literal["nf4", "int8"]
 PaddingSide = Literal["right", "left"]
 DType = Literal["float32", "bfloat16", "float16", "auto"]
+Scoring = Literal["head", "answer"]
+PromptFormat = Literal["auto", "chat", "plain"]
 
 TASKS: tuple[str, ...] = get_args(Task)
 POOLINGS: tuple[str, ...] = get_args(Pooling)
@@ -74,6 +76,14 @@ class ModelConfig:
     statistics on the training split and writes them with the run."""
     prior_hidden: int = 16
     """Hidden width of the prior head's MLP branch (0 = the linear branch alone)."""
+    scoring: Scoring = "head"
+    """ctr / rating: ``head`` = a new linear head on the pooled state; ``answer`` = a decoder's
+    own next-token scores of the answer words after the prompt (TALLRec): ctr = logit of "Yes"
+    minus "No", rating = expectation over "1".."5" (:mod:`petrec.models.answer`). Untrained, an
+    ``answer`` model is the zero-shot LM."""
+    prompt_format: PromptFormat = "auto"
+    """With ``scoring: answer``: wrap each prompt in the tokenizer's chat template (``chat``), in
+    plain text ending ``Answer:`` (``plain``), or ``auto`` (chat where the tokenizer has one)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.backbone, str) or not self.backbone:
@@ -97,6 +107,21 @@ class ModelConfig:
             raise PetrecModelError("model.behaviour_prior applies to ctr / rating models, not next_item")
         if isinstance(self.prior_hidden, bool) or not isinstance(self.prior_hidden, int) or self.prior_hidden < 0:
             raise PetrecModelError(f"model.prior_hidden: expected an integer >= 0, got {self.prior_hidden!r}")
+        _check_choice("scoring", self.scoring, get_args(Scoring))
+        _check_choice("prompt_format", self.prompt_format, get_args(PromptFormat))
+        if self.scoring == "answer":
+            if self.task == "next_item":
+                raise PetrecModelError("model.scoring='answer' applies to ctr / rating models, not next_item")
+            if self.head_hidden or self.head_norm:
+                raise PetrecModelError(
+                    "model.scoring='answer' reads the LM head's answer rows; head_hidden / head_norm "
+                    "apply to scoring='head' only"
+                )
+            if self.behaviour_prior and self.task == "rating":
+                raise PetrecModelError(
+                    "model.behaviour_prior with scoring='answer' is built for ctr; use scoring='head' "
+                    "for rating with a prior"
+                )
         if self.head_norm and self.task == "next_item":
             raise PetrecModelError(
                 "model.head_norm applies to ctr / rating heads; next_item embeddings are "
