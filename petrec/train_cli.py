@@ -6,42 +6,20 @@ import argparse
 import functools
 import json
 import os
-import runpy
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import petrec
-
-RECIPE_ENV = "PETREC_RECIPES"
-
-
-def recipe_path(name: str = "finetune.py") -> Path:
-    """Locate a recipe: ``$PETREC_RECIPES`` or the ``recipes/`` folder of this checkout."""
-    folder = Path(os.environ.get(RECIPE_ENV) or Path(petrec.__file__).resolve().parents[1] / "recipes")
-    path = folder / name
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"recipe {name} not found in {folder}: run from a petrec checkout (pip install -e .) "
-            f"or set {RECIPE_ENV} to the recipes folder"
-        )
-    return path
-
 
 def _train(args: argparse.Namespace) -> int:
-    path = recipe_path()
-    argv = [str(path), *(["--config", args.config] if args.config else []), *args.overrides]
-    old = sys.argv
-    sys.argv = argv
+    from petrec.recipes import finetune
+
     try:
-        runpy.run_path(str(path), run_name="__main__")
-    except SystemExit as exc:  # the recipe exits with a message on config errors
-        if exc.code not in (None, 0):
-            print(exc.code if isinstance(exc.code, str) else f"exit {exc.code}", file=sys.stderr)
-            return 2
-    finally:
-        sys.argv = old
+        finetune.main([*(["--config", args.config] if args.config else []), *args.overrides])
+    except finetune.RECIPE_ERRORS as exc:  # one line, no traceback
+        print(f"petrec train: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -133,8 +111,8 @@ def _predict(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``train``, ``evaluate`` and ``predict`` to the ``petrec`` command."""
     p = subparsers.add_parser(
-        "train", help="fine-tune a behaviour model (runs recipes/finetune.py in this process)",
-        description="Same as `accelerate launch recipes/finetune.py`; extra --a.b VALUE flags override the config.",
+        "train", help="fine-tune a behaviour model (runs petrec.recipes.finetune in this process)",
+        description="Same as `accelerate launch -m petrec.recipes.finetune`; extra --a.b VALUE flags override the config.",
     )
     p.add_argument("--config", help="YAML config (default: the quick-start)")
     p.set_defaults(func=_train, overrides=[])

@@ -16,7 +16,7 @@ Memory, measured like for like for every method:
 * CUDA: ``torch.cuda.max_memory_allocated`` / ``max_memory_reserved`` over training,
   peaks reset after the model is on the device.
 
-Written here rather than through ``recipes/finetune.py`` because E1 needs model shapes
+Written here rather than through the finetune recipe because E1 needs model shapes
 with random weights and a fixed, data-independent batch.
 """
 

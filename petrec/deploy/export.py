@@ -341,7 +341,7 @@ def export_run(
     """Export a finished training run for serving.
 
     Args:
-        run_dir: A run folder written by ``recipes/finetune.py`` (config.yaml, adapter/,
+        run_dir: A run folder written by :mod:`petrec.recipes.finetune` (config.yaml, adapter/,
             metrics.json).
         out_dir: The export folder to create (written via a temporary sibling, then renamed).
         name: Export name for the manifest (default: the run folder's name).

@@ -208,8 +208,11 @@ def main(argv: list[str] | None = None) -> dict:
     return metrics
 
 
+#: Bad input (config, data, model, a missing file) that ends the recipe with one line, no traceback.
+RECIPE_ERRORS = (ConfigError, DataError, PetrecModelError, FileNotFoundError)
+
 if __name__ == "__main__":
     try:
         main()
-    except (ConfigError, DataError, PetrecModelError, FileNotFoundError) as exc:  # one line, no traceback
+    except RECIPE_ERRORS as exc:
         sys.exit(f"petrec: {type(exc).__name__}: {exc}")
