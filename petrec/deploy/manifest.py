@@ -16,10 +16,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from petrec.methods.registry import METHODS
+
 __all__ = [
     "FORMAT",
     "MANIFEST_FILE",
-    "METHODS",
     "QUANTIZED",
     "TASKS",
     "VERSION",
@@ -37,7 +38,6 @@ FORMAT = "petrec-export"
 VERSION = 1
 MANIFEST_FILE = "manifest.json"
 TASKS = ("ctr", "rating", "next_item")
-METHODS = ("lora", "dora", "ia3", "prompt", "prefix", "adapter", "qlora", "bitfit", "head", "full")
 QUANTIZED = ("int8", "nf4")
 #: Variants ``petrec.deploy.load.load_export`` accepts, and the files of an export folder.
 VARIANTS = ("adapter", "merged", *QUANTIZED)

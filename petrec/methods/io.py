@@ -28,8 +28,6 @@ META_FILE = "petrec_adapter.json"
 PEFT_CONFIG_FILE = "adapter_config.json"
 FORMAT_VERSION = 1
 PEFT_PREFIX = "base_model.model."
-#: Methods whose targets are chosen by the user (others take no ``targets=``).
-_TARGETED = ("lora", "dora", "ia3", "qlora", "adapter")
 
 
 def _file_key(param_name: str, adapter: str) -> str:
@@ -171,7 +169,7 @@ def load_adapter(
         detail = ", ".join(f"{k}: saved {a!r} vs given {b!r}" for k, (a, b) in diff.items())
         raise AdapterLoadError(f"{where}: base model does not match the one the adapter was trained on ({detail})")
     name = adapter_name or meta.get("adapter_name") or "default"
-    targets = meta["targets"] if meta["method"] in _TARGETED else None
+    targets = meta["targets"] if get_method(meta["method"]).takes_targets else None
     try:
         attach(base_model, meta["method"], targets=targets, head=meta["head"] or [],
                quantize=meta.get("quantize"), adapter_name=name, **meta["options"])

@@ -33,8 +33,6 @@ log = logging.getLogger("petrec.serve")
 
 #: What an adapter (export folder) name may look like.
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-#: Methods that change base tensors in place: never share the base with them.
-_PRIVATE_BASE = ("full", "bitfit")
 
 
 class AdapterError(Exception):
@@ -337,6 +335,7 @@ def _build(base: Base, root: Path, folder: Path, name: str) -> LoadedAdapter:
     import petrec
     from petrec.data import catalogue_names
     from petrec.deploy.manifest import MANIFEST_FILE, verify_export
+    from petrec.methods import get_method
     from petrec.methods.io import TENSORS_FILE, read_meta
     from petrec.models import BehaviourModel
 
@@ -371,7 +370,8 @@ def _build(base: Base, root: Path, folder: Path, name: str) -> LoadedAdapter:
         _check_json_object(path, f"adapter {name!r} refused: {rel_dir}/{path.name}")
     try:
         meta = read_meta(adapter_dir)
-        share = meta["method"] not in _PRIVATE_BASE and not meta.get("quantize")
+        # A method that writes base tensors in place, or a quantized base, gets its own copy.
+        share = not get_method(meta["method"]).writes_base and not meta.get("quantize")
         model = BehaviourModel(base.tree(share), model_cfg, is_decoder=base.is_decoder)
         model = petrec.load_adapter(model, adapter_dir).eval()
     except UnicodeDecodeError:
