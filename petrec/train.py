@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from petrec.evaluation import EvalFn, higher_is_better
+from petrec.files import atomic_path, write_json_atomic
 
 CHECKPOINT_DIR = "checkpoint"
 BEST_DIR = "best"
@@ -227,12 +228,6 @@ def _trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
     }
 
 
-def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=float), encoding="utf-8")
-    os.replace(tmp, path)
-
-
 class _Logger:
     """Per-step metrics to ``train_log.jsonl`` (main process) and to Accelerate trackers."""
 
@@ -345,7 +340,7 @@ def train(
         accelerator.save_state(str(tmp))
         _save_rng(tmp, accelerator.process_index)
         if accelerator.is_main_process:
-            _write_json(tmp / STATE_FILE, state)
+            write_json_atomic(tmp / STATE_FILE, state)
             if ckpt_dir.exists():
                 shutil.rmtree(ckpt_dir)
             os.replace(tmp, ckpt_dir)
@@ -370,9 +365,8 @@ def train(
             best_state = _trainable_state(accelerator.unwrap_model(model))
             if accelerator.is_main_process:
                 # Kept on disk too, so a resumed run ends on the same best weights.
-                tmp = best_file.with_suffix(".tmp")
-                save_file(best_state, str(tmp))
-                os.replace(tmp, best_file)
+                with atomic_path(best_file) as tmp:
+                    save_file(best_state, str(tmp))
             if save_best is not None and accelerator.is_main_process:
                 save_best(accelerator.unwrap_model(model), out_dir / BEST_DIR)
             return False

@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from petrec.files import atomic_path
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -96,14 +97,8 @@ def _predict(args: argparse.Namespace) -> int:
                                 if c in frame.columns])
     frame[column] = score_examples(run, examples, items=data.items, batch_size=args.batch_size)
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_path(out) as tmp:
         frame.to_csv(tmp, index=False)
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     print(f"wrote {len(frame)} predictions to {out}")
     return 0
 

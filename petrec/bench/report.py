@@ -18,7 +18,8 @@ import pandas as pd
 
 from petrec.bench.aggregate import k_label, lower_is_better, runs_frame, summarize
 from petrec.bench.runner import load_meta, load_records
-from petrec.bench.system import SHARED_CPU_SHARE, describe_machine, write_text_atomic
+from petrec.bench.system import SHARED_CPU_SHARE, describe_machine
+from petrec.files import atomic_path, write_text_atomic
 
 MISSING = "—"
 #: Marks a speed cell averaging a run measured on a shared CPU (see "Runs that shared the CPU").
@@ -414,9 +415,8 @@ def build_report(results_dir: str | os.PathLike[str], *, make_plots: bool = True
 
         plots = _plots(summary, results / "plots", meta)
     for name, frame in (("runs.csv", runs), ("summary.csv", summary)):
-        tmp = results / f"{name}.tmp"
-        frame.to_csv(tmp, index=False)
-        os.replace(tmp, results / name)
+        with atomic_path(results / name) as tmp:
+            frame.to_csv(tmp, index=False)
     text_md = render(summary, runs, meta, "md", {t: [f"plots/{p}" for p in ps] for t, ps in plots.items()})
     write_text_atomic(results / "REPORT.md", text_md + _extra_notes(results))
     return results / "REPORT.md", render(summary, runs, meta, "text")

@@ -40,10 +40,10 @@ from petrec.bench.system import (
     machine,
     machine_cpu_seconds,
     versions,
-    write_json_atomic,
-    write_text_atomic,
+    write_record,
 )
 from petrec.config import read_yaml
+from petrec.files import write_text_atomic
 
 #: THE one place that says how a run is started. ``{python}`` = this interpreter; both kinds run a
 #: module of the installed package, so a non-editable install needs no checkout.
@@ -354,7 +354,7 @@ def run_suite(
     meta = {"command": command, "suite": suite.name, "started_at": invocation["started_at"], "finished_at": None,
             "machine": env_info["machine"], "git": env_info["git"], "versions": env_info["versions"],
             "invocations": [*previous.get("invocations", []), invocation]}
-    write_json_atomic(meta_path, meta)
+    write_record(meta_path, meta)
     if jobs < 1:
         raise BenchError(f"jobs must be >= 1, got {jobs}")
     env_info = {**env_info, "concurrent_jobs": jobs}
@@ -379,7 +379,7 @@ def run_suite(
         i, spec, tag = item
         progress(f"{tag}: running …")
         record = execute(suite, spec, results, env_info)
-        write_json_atomic(runs_dir / f"{spec.run_id}.json", record)
+        write_record(runs_dir / f"{spec.run_id}.json", record)
         progress(f"{tag}: {_summary(record)}")
         return i, record
 
@@ -397,7 +397,7 @@ def run_suite(
     if invocation not in merged:
         merged.append(invocation)
     meta.update(finished_at=invocation["finished_at"], invocations=merged)
-    write_json_atomic(meta_path, meta)
+    write_record(meta_path, meta)
     return [records[i] for i in sorted(records)]
 
 

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from petrec.files import atomic_path, write_json_atomic
 from petrec.methods.discovery import fingerprint
 from petrec.methods.errors import AdapterLoadError, PetrecMethodError
 from petrec.methods.registry import METHODS, get_method
@@ -47,17 +47,6 @@ def _peft_tensors(model: nn.Module, adapter: str) -> dict[str, torch.Tensor]:
 
     sd = get_peft_model_state_dict(model, adapter_name=adapter)
     return {PEFT_PREFIX + k: v for k, v in sd.items()}
-
-
-def _write_atomic(folder: Path, name: str, write: Any) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, folder / name)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_adapter(model: nn.Module, out_dir: str | os.PathLike[str], adapter_name: str | None = None) -> Path:
@@ -94,15 +83,16 @@ def save_adapter(model: nn.Module, out_dir: str | os.PathLike[str], adapter_name
     }
     folder = Path(out_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    _write_atomic(folder, TENSORS_FILE, lambda p: save_file(tensors, p, metadata={"format": "pt"}))
+    with atomic_path(folder / TENSORS_FILE) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": "pt"})
     if spec.peft_native:
         cfg = model.peft_config[name].to_dict()
         cfg["base_model_name_or_path"] = getattr(getattr(model, "config", None), "name_or_path", None)
         cfg = {k: sorted(v) if isinstance(v, set) else v for k, v in cfg.items()}
-        _write_atomic(folder, PEFT_CONFIG_FILE, lambda p: Path(p).write_text(json.dumps(cfg, indent=2, default=str)))
+        write_json_atomic(folder / PEFT_CONFIG_FILE, cfg, default=str)
     else:  # a peft config left from an earlier save would describe other tensors
         (folder / PEFT_CONFIG_FILE).unlink(missing_ok=True)
-    _write_atomic(folder, META_FILE, lambda p: Path(p).write_text(json.dumps(meta, indent=2)))
+    write_json_atomic(folder / META_FILE, meta)
     return folder
 
 

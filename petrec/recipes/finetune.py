@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from dataclasses import dataclass, field, replace
@@ -35,6 +34,7 @@ from petrec.config import ConfigError, load_config, to_dict
 from petrec.data import DataConfig, DataError, prepare, tokenize_examples, tokenize_items
 from petrec.data.features import BehaviourStats
 from petrec.evaluation import evaluator_for
+from petrec.files import write_json_atomic, write_text_atomic
 from petrec.models import ModelConfig, PetrecModelError, build_model, load_tokenizer
 from petrec.train import TrainConfig, make_accelerator, train
 
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> dict:
     out = Path(cfg.train.output_dir)
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False), encoding="utf-8")
+        write_text_atomic(out / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
     # 1. Data: read + validate + split + build examples, then render and tokenise (cached).
     tokenizer = load_tokenizer(cfg.model)
@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> dict:
         # Record what "auto" resolved to, so reloading this run never depends on the rule.
         written = to_dict(cfg)
         written["model"]["pooling"] = model.pooling
-        (out / "config.yaml").write_text(yaml.safe_dump(written, sort_keys=False), encoding="utf-8")
+        write_text_atomic(out / "config.yaml", yaml.safe_dump(written, sort_keys=False))
 
     # 3. Loaders.
     item_loader, collate_kwargs = None, {}
@@ -200,9 +200,7 @@ def main(argv: list[str] | None = None) -> dict:
     }
     if accelerator.is_main_process:
         petrec.save_adapter(accelerator.unwrap_model(model), out / "adapter")
-        tmp = out / "metrics.json.tmp"
-        tmp.write_text(json.dumps(metrics, indent=2, default=float), encoding="utf-8")
-        os.replace(tmp, out / "metrics.json")
+        write_json_atomic(out / "metrics.json", metrics, default=float)
         accelerator.print(json.dumps({"test": test_metrics, "valid": metrics["valid"]}, default=float))
     accelerator.end_training()
     return metrics

@@ -176,26 +176,17 @@ class LoadedAdapter:
 
 
 def _read_config(folder: Path, name: str) -> tuple[Any, int]:
-    from petrec.config import ConfigError, from_dict, read_yaml
-    from petrec.models import ModelConfig
+    """The export's model config and item token budget (:func:`petrec.runs.read_run_config`)."""
+    from petrec.runs import read_run_config
 
     where = f"{name}/config.yaml"
     try:
-        raw = read_yaml(folder / "config.yaml")
-        model = raw.get("model") or {}
-        if not isinstance(model, dict):
-            raise ConfigError(f"key 'model' is {model!r}; expected a mapping of model settings")
-        cfg = from_dict(ModelConfig, model, prefix="model.")
-        item_max_length = raw.get("item_max_length", 32)
-        if isinstance(item_max_length, bool) or not isinstance(item_max_length, int) or item_max_length < 1:
-            raise ConfigError(f"key 'item_max_length' is {item_max_length!r}; expected an integer >= 1")
-    except UnicodeDecodeError:
-        raise AdapterRefusedError(f"adapter {name!r} refused: {where}: not UTF-8 text (corrupt file?)") from None
-    except Exception as exc:  # ConfigError, YAML errors, wrong types: all name the file
+        cfg = read_run_config(folder)
+    except Exception as exc:  # ConfigError names the file; others get it here
         text = _reason(exc)
         raise AdapterRefusedError(f"adapter {name!r} refused: "
                                   f"{text if 'config.yaml' in text else f'{where}: {text}'}") from None
-    return cfg, item_max_length
+    return cfg.model, cfg.item_max_length
 
 
 def _reason(exc: BaseException) -> str:
