@@ -34,6 +34,7 @@ from petrec.collate import LABEL_COLUMN, BehaviourCollator, ItemCollator
 from petrec.config import ConfigError, load_config, to_dict
 from petrec.data import DataConfig, DataError, prepare, tokenize_examples, tokenize_items
 from petrec.data.features import BehaviourStats
+from petrec.debias import DEBIAS_COLUMNS, DebiasConfig, annotate_splits
 from petrec.evaluation import evaluator_for
 from petrec.models import ModelConfig, PetrecModelError, build_model, load_tokenizer
 from petrec.train import TrainConfig, make_accelerator, train
@@ -54,6 +55,8 @@ class FinetuneConfig:
         default_factory=lambda: TrainConfig(output_dir="outputs/quickstart", epochs=2, lr=2e-3, head_lr=1e-2)
     )
     """Optimisation, evaluation and checkpointing."""
+    debias: DebiasConfig = field(default_factory=DebiasConfig)
+    """Debiased (IPS / SNIPS) test metrics and popularity / cold-start breakdowns (petrec.debias)."""
     max_length: int = 64
     """Token budget of one rendered example (the oldest history items are dropped first)."""
     item_max_length: int = 32
@@ -135,6 +138,7 @@ def main(argv: list[str] | None = None) -> dict:
                       for name, split in splits.items()}
             if accelerator.is_main_process:
                 stats.save(out)
+        splits = annotate_splits(splits, data, cfg.data, cfg.debias)  # propensity weights + groups (eval splits)
     accelerator.print(f"data: {', '.join(f'{k}={len(v)}' for k, v in splits.items())}")
 
     # 2. Model: frozen backbone + PEFT method + task head (seeded: same init on every run).
@@ -159,7 +163,7 @@ def main(argv: list[str] | None = None) -> dict:
         item_loader = DataLoader(list(item_tokens["input_ids"]), batch_size=cfg.train.eval_batch_size,
                                  collate_fn=ItemCollator(tokenizer.pad_token_id, tokenizer.padding_side))
     collate = BehaviourCollator(cfg.data.task, tokenizer.pad_token_id, tokenizer.padding_side, **collate_kwargs)
-    columns = ["input_ids", "label", "rating", "item_id", "history_item_ids", "features"]
+    columns = ["input_ids", "label", "rating", "item_id", "history_item_ids", "features", *DEBIAS_COLUMNS]
 
     def loader(split: str, shuffle: bool) -> DataLoader:
         ds = splits[split].select_columns([c for c in columns if c in splits[split].column_names])

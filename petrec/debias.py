@@ -1,0 +1,237 @@
+"""Debiased evaluation of a run: exposure statistics of the training split, per-example columns
+for the evaluation splits, and the breakdowns the evaluators add to every metrics record.
+
+How it is wired (the recipe makes one call, :func:`annotate_splits`)::
+
+    training split ──ExposureStats.fit──▶ item propensities, strata, user / item counts
+    valid / test splits ──ExposureStats.columns──▶ DEBIAS_COLUMNS (per example)
+    BehaviourCollator ──▶ batch["ips_weight"], batch["pop_stratum"], ...
+    petrec.evaluation ──gather──▶ pointwise_breakdown / ranking_breakdown ──▶ metrics.json
+
+Metric keys added (formulas in :mod:`petrec.metrics.debias`):
+
+* ctr: ``ips_auc``, ``snips_auc``;
+* next_item: ``ips_recall@K``, ``snips_recall@K``, ``ips_ndcg@K``, ``snips_ndcg@K``;
+* every task, per group of :data:`GROUPS`: ``<group>/<metric>`` (the task's plain metrics over the
+  examples whose item is in the head / torso / tail stratum, or whose user / item is cold) and
+  ``<group>/n_examples``.
+
+What counts as a training interaction: every training example, except the sampled negatives of an
+implicit ctr data set (those were never shown by anyone). Like the behaviour features
+(:mod:`petrec.data.features`), nothing here reads a valid or test label.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from petrec.metrics import MetricWarning, compute_rating, roc_auc
+from petrec.metrics import debias as D
+
+#: Per-example columns :func:`annotate_splits` adds and the collator carries into batches.
+DEBIAS_COLUMNS = ("ips_weight", "pop_stratum", "cold_user", "cold_item")
+#: Breakdown groups, in the order their keys appear: the popularity strata, then cold users / items.
+GROUPS = (*D.STRATA, "cold_user", "cold_item")
+
+
+@dataclass
+class DebiasConfig:
+    """Propensity model, weight clipping, strata and cold-start thresholds of debiased evaluation."""
+
+    enabled: bool = True
+    """Add the ``ips_*`` / ``snips_*`` metrics and the group breakdowns to the run's metrics."""
+    eta: float = 1.0
+    """Popularity exponent of the propensity model: an item's exposure ∝ (training count + smoothing)^eta."""
+    smoothing: float = 1.0
+    """Pseudo-count added to every item's training count (items unseen in training stay finite)."""
+    clip: float = 100.0
+    """Largest importance weight (bounds the variance rare items add)."""
+    head_share: float = 0.2
+    """Share of training interactions held by the head items (the most popular ones)."""
+    torso_share: float = 0.3
+    """Share held by the torso items, next after the head; the tail holds the rest."""
+    cold_user_max: int = 5
+    """A user with at most this many training interactions is cold."""
+    cold_item_max: int = 5
+    """An item with at most this many training interactions is cold."""
+
+    def __post_init__(self) -> None:
+        if not self.eta >= 0:
+            raise ValueError(f"debias.eta must be ≥ 0, got {self.eta!r}")
+        if not self.smoothing > 0:
+            raise ValueError(f"debias.smoothing must be > 0, got {self.smoothing!r}")
+        if not self.clip > 0:
+            raise ValueError(f"debias.clip must be > 0, got {self.clip!r}")
+        if not (0 < self.head_share < 1 and self.torso_share >= 0 and self.head_share + self.torso_share <= 1):
+            raise ValueError(f"debias.head_share={self.head_share!r} and debias.torso_share={self.torso_share!r}: "
+                             "expected 0 < head_share < 1, torso_share ≥ 0 and a sum ≤ 1")
+        for name in ("cold_user_max", "cold_item_max"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"debias.{name} must be ≥ 0, got {getattr(self, name)!r}")
+
+
+@dataclass
+class ExposureStats:
+    """Training interactions per catalogue item and per user, and what follows from them.
+
+    Attributes:
+        item_ids: The catalogue, in item-index order.
+        item_counts: Training interactions of each catalogue item.
+        user_counts: user id → training interactions.
+        weights: Importance weight of each catalogue item (:func:`petrec.metrics.debias.ips_weights`).
+        strata: Popularity stratum code of each catalogue item (indexes ``STRATA``).
+        cfg: The settings they were computed with.
+    """
+
+    item_ids: list[str]
+    item_counts: np.ndarray
+    user_counts: dict[str, int]
+    weights: np.ndarray
+    strata: np.ndarray
+    cfg: DebiasConfig
+
+    @classmethod
+    def fit(cls, train: Any, item_ids: Any, cfg: DebiasConfig, *, implicit_ctr: bool = False) -> ExposureStats:
+        """Count the training split's interactions per item and per user.
+
+        Args:
+            train: Training examples (a ``datasets.Dataset`` or column mapping) with ``user_id``,
+                ``item_id`` (and ``label`` when ``implicit_ctr``).
+            item_ids: Every catalogue item id (the propensities are normalised over them).
+            cfg: Propensity, strata and threshold settings.
+            implicit_ctr: The examples include sampled negatives (label 0) that nobody was shown:
+                count the positives only.
+
+        Raises:
+            KeyError: A training example's item is not in the catalogue (names it).
+        """
+        users = list(train["user_id"])
+        items = list(train["item_id"])
+        if implicit_ctr:
+            shown = [int(v) == 1 for v in train["label"]]
+            users = [u for u, keep in zip(users, shown, strict=True) if keep]
+            items = [i for i, keep in zip(items, shown, strict=True) if keep]
+        index = {str(i): n for n, i in enumerate(item_ids)}
+        counts = np.zeros(len(index), dtype=np.float64)
+        for item in items:
+            try:
+                counts[index[str(item)]] += 1
+            except KeyError:
+                raise KeyError(f"training item {item!r} is not in the item catalogue") from None
+        user_counts: dict[str, int] = {}
+        for user in users:
+            user_counts[str(user)] = user_counts.get(str(user), 0) + 1
+        propensities = D.popularity_propensities(counts, eta=cfg.eta, smoothing=cfg.smoothing)
+        return cls(list(index), counts, user_counts, D.ips_weights(propensities, clip=cfg.clip),
+                   D.popularity_strata(counts, head_share=cfg.head_share, torso_share=cfg.torso_share), cfg)
+
+    def columns(self, rows: Any) -> dict[str, list[Any]]:
+        """The :data:`DEBIAS_COLUMNS` of examples with ``user_id`` and ``item_id``.
+
+        Raises:
+            KeyError: An example's item is not in the catalogue (names it).
+        """
+        index = {i: n for n, i in enumerate(self.item_ids)}
+        out: dict[str, list[Any]] = {name: [] for name in DEBIAS_COLUMNS}
+        for user, item in zip(rows["user_id"], rows["item_id"], strict=True):
+            n = index.get(str(item))
+            if n is None:
+                raise KeyError(f"example item {item!r} is not in the item catalogue")
+            out["ips_weight"].append(float(self.weights[n]))
+            out["pop_stratum"].append(int(self.strata[n]))
+            out["cold_user"].append(int(self.user_counts.get(str(user), 0) <= self.cfg.cold_user_max))
+            out["cold_item"].append(int(self.item_counts[n] <= self.cfg.cold_item_max))
+        return out
+
+
+def annotate_splits(splits: Mapping[str, Any], data: Any, data_cfg: Any, cfg: DebiasConfig) -> dict[str, Any]:
+    """Add :data:`DEBIAS_COLUMNS` to the valid and test splits: the recipe's one call.
+
+    The exposure counts come from the **whole** training block even when the run trains on a
+    sample of it (``few_shot_k`` / ``max_train_examples``), so that every run of a benchmark
+    table is scored with the same weights and groups.
+
+    Args:
+        splits: Tokenised splits (``train`` / ``valid`` / ``test`` ``datasets.Dataset``).
+        data: The :class:`petrec.data.PreparedData` they came from (catalogue, summary).
+        data_cfg: Its :class:`petrec.data.DataConfig`.
+        cfg: The run's debias settings; with ``enabled`` false the splits come back unchanged.
+
+    Returns:
+        The splits, valid and test with the extra columns.
+    """
+    if not cfg.enabled:
+        return dict(splits)
+    from petrec.data import prepare
+
+    train = data.splits["train"]
+    sampled = data_cfg.few_shot_k is not None or data_cfg.max_train_examples is not None
+    # A fresh salt would re-hash the user ids of an anonymised block: count the sample instead.
+    if sampled and not (data_cfg.anonymize and not data_cfg.anonymize_salt):
+        train = prepare(replace(data_cfg, few_shot_k=None, max_train_examples=None)).splits["train"]
+    implicit_ctr = data_cfg.task == "ctr" and bool(data.summary.get("implicit"))
+    stats = ExposureStats.fit(train, data.items["item_id"], cfg, implicit_ctr=implicit_ctr)
+    out = dict(splits)
+    for name in ("valid", "test"):
+        for column, values in stats.columns(splits[name]).items():
+            out[name] = out[name].add_column(column, values)
+    return out
+
+
+# ---------------------------------------------------------------------------- breakdowns
+
+
+def _groups(extras: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Boolean example mask of every group of :data:`GROUPS`."""
+    strata = np.asarray(extras["pop_stratum"])
+    masks = {name: strata == code for code, name in enumerate(D.STRATA)}
+    masks["cold_user"] = np.asarray(extras["cold_user"]).astype(bool)
+    masks["cold_item"] = np.asarray(extras["cold_item"]).astype(bool)
+    return masks
+
+
+def _by_group(extras: Mapping[str, np.ndarray], compute: Callable[[np.ndarray], dict[str, float]]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for group, mask in _groups(extras).items():
+        out[f"{group}/n_examples"] = float(mask.sum())
+        if mask.any():
+            with warnings.catch_warnings():  # a single-class group's AUC is nan: the record says so
+                warnings.simplefilter("ignore", MetricWarning)
+                out.update({f"{group}/{k}": v for k, v in compute(mask).items()})
+    return out
+
+
+def pointwise_breakdown(task: str, labels: np.ndarray, preds: np.ndarray,
+                        extras: Mapping[str, np.ndarray]) -> dict[str, float]:
+    """Debiased metrics and group breakdowns of a ctr (logits) or rating evaluation.
+
+    Args:
+        task: ``ctr`` or ``rating``.
+        labels: 0/1 labels (ctr) or ratings, one per example.
+        preds: Logits (ctr) or predicted ratings.
+        extras: The gathered :data:`DEBIAS_COLUMNS`, one value per example.
+
+    Returns:
+        ``ips_auc`` and ``snips_auc`` (ctr), then ``<group>/<metric>`` and ``<group>/n_examples``.
+    """
+    if task == "ctr":
+        y = labels.astype(np.int64)
+        out = D.debiased_ctr(y, preds, extras["ips_weight"])
+        return {**out, **_by_group(extras, lambda m: {"auc": roc_auc(y[m], preds[m])})}
+    return _by_group(extras, lambda m: compute_rating(labels[m], preds[m]))
+
+
+def ranking_breakdown(per_user: Mapping[str, np.ndarray], extras: Mapping[str, np.ndarray]) -> dict[str, float]:
+    """Debiased Recall@K / NDCG@K and group means of per-user next-item metrics.
+
+    Args:
+        per_user: ``{"hr@K", "ndcg@K", "mrr@K"}`` values, one per user (target).
+        extras: The gathered :data:`DEBIAS_COLUMNS` of each user's example.
+    """
+    out = D.debiased_ranking(per_user, extras["ips_weight"])
+    return {**out, **_by_group(extras, lambda m: {k: float(np.mean(v[m])) for k, v in per_user.items()})}
