@@ -17,8 +17,13 @@ Metric keys added (formulas in :mod:`petrec.metrics.debias`):
   ``<group>/n_examples``.
 
 What counts as a training interaction: every training example, except the sampled negatives of an
-implicit ctr data set (those were never shown by anyone). Like the behaviour features
-(:mod:`petrec.data.features`), nothing here reads a valid or test label.
+implicit ctr data set (those were never shown by anyone). Those negatives are drawn uniformly from
+the catalogue, i.e. already under uniform exposure, so their weight is 1; telling them apart reads
+the example's label, which only the evaluation (and, with ``train.ips_weighting``, the training
+loss) sees: no weight or group is ever a model input.
+
+Training with ``train.ips_weighting`` (:class:`petrec.train.TrainConfig`) weights each training
+example's loss by the same clipped weight, self-normalised per batch (:func:`weighted_loss`).
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 from petrec.metrics import MetricWarning, compute_rating, roc_auc
 from petrec.metrics import debias as D
@@ -86,6 +93,7 @@ class ExposureStats:
         weights: Importance weight of each catalogue item (:func:`petrec.metrics.debias.ips_weights`).
         strata: Popularity stratum code of each catalogue item (indexes ``STRATA``).
         cfg: The settings they were computed with.
+        implicit_ctr: The examples' label-0 rows are sampled negatives (weight 1, see the module doc).
     """
 
     item_ids: list[str]
@@ -94,6 +102,7 @@ class ExposureStats:
     weights: np.ndarray
     strata: np.ndarray
     cfg: DebiasConfig
+    implicit_ctr: bool = False
 
     @classmethod
     def fit(cls, train: Any, item_ids: Any, cfg: DebiasConfig, *, implicit_ctr: bool = False) -> ExposureStats:
@@ -128,28 +137,32 @@ class ExposureStats:
             user_counts[str(user)] = user_counts.get(str(user), 0) + 1
         propensities = D.popularity_propensities(counts, eta=cfg.eta, smoothing=cfg.smoothing)
         return cls(list(index), counts, user_counts, D.ips_weights(propensities, clip=cfg.clip),
-                   D.popularity_strata(counts, head_share=cfg.head_share, torso_share=cfg.torso_share), cfg)
+                   D.popularity_strata(counts, head_share=cfg.head_share, torso_share=cfg.torso_share), cfg,
+                   implicit_ctr)
 
     def columns(self, rows: Any) -> dict[str, list[Any]]:
-        """The :data:`DEBIAS_COLUMNS` of examples with ``user_id`` and ``item_id``.
+        """The :data:`DEBIAS_COLUMNS` of examples with ``user_id`` and ``item_id`` (and ``label``
+        for an implicit ctr data set, whose sampled negatives get weight 1).
 
         Raises:
             KeyError: An example's item is not in the catalogue (names it).
         """
         index = {i: n for n, i in enumerate(self.item_ids)}
         out: dict[str, list[Any]] = {name: [] for name in DEBIAS_COLUMNS}
-        for user, item in zip(rows["user_id"], rows["item_id"], strict=True):
+        sampled = [int(v) == 0 for v in rows["label"]] if self.implicit_ctr else [False] * len(rows["item_id"])
+        for user, item, negative in zip(rows["user_id"], rows["item_id"], sampled, strict=True):
             n = index.get(str(item))
             if n is None:
                 raise KeyError(f"example item {item!r} is not in the item catalogue")
-            out["ips_weight"].append(float(self.weights[n]))
+            out["ips_weight"].append(1.0 if negative else float(self.weights[n]))
             out["pop_stratum"].append(int(self.strata[n]))
             out["cold_user"].append(int(self.user_counts.get(str(user), 0) <= self.cfg.cold_user_max))
             out["cold_item"].append(int(self.item_counts[n] <= self.cfg.cold_item_max))
         return out
 
 
-def annotate_splits(splits: Mapping[str, Any], data: Any, data_cfg: Any, cfg: DebiasConfig) -> dict[str, Any]:
+def annotate_splits(splits: Mapping[str, Any], data: Any, data_cfg: Any, cfg: DebiasConfig, *,
+                    train_weights: bool = False) -> dict[str, Any]:
     """Add :data:`DEBIAS_COLUMNS` to the valid and test splits: the recipe's one call.
 
     The exposure counts come from the **whole** training block even when the run trains on a
@@ -160,12 +173,16 @@ def annotate_splits(splits: Mapping[str, Any], data: Any, data_cfg: Any, cfg: De
         splits: Tokenised splits (``train`` / ``valid`` / ``test`` ``datasets.Dataset``).
         data: The :class:`petrec.data.PreparedData` they came from (catalogue, summary).
         data_cfg: Its :class:`petrec.data.DataConfig`.
-        cfg: The run's debias settings; with ``enabled`` false the splits come back unchanged.
+        cfg: The run's debias settings; with ``enabled`` false only ``train_weights`` can add a column.
+        train_weights: Also give the training split its ``ips_weight`` column (for
+            ``train.ips_weighting``).
 
     Returns:
         The splits, valid and test with the extra columns.
     """
-    if not cfg.enabled:
+    if train_weights and data_cfg.task not in ("ctr", "rating"):
+        raise ValueError(f"train.ips_weighting is for tasks ctr and rating, not data.task={data_cfg.task!r}")
+    if not (cfg.enabled or train_weights):
         return dict(splits)
     from petrec.data import prepare
 
@@ -177,10 +194,34 @@ def annotate_splits(splits: Mapping[str, Any], data: Any, data_cfg: Any, cfg: De
     implicit_ctr = data_cfg.task == "ctr" and bool(data.summary.get("implicit"))
     stats = ExposureStats.fit(train, data.items["item_id"], cfg, implicit_ctr=implicit_ctr)
     out = dict(splits)
-    for name in ("valid", "test"):
+    for name in ("valid", "test") if cfg.enabled else ():
         for column, values in stats.columns(splits[name]).items():
             out[name] = out[name].add_column(column, values)
+    if train_weights:
+        out["train"] = out["train"].add_column("ips_weight", stats.columns(splits["train"])["ips_weight"])
     return out
+
+
+def weighted_loss(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor, task: str) -> torch.Tensor:
+    """Inverse-propensity-weighted task loss, self-normalised over the batch.
+
+    ``sum_k w_k l_k / sum_k w_k`` with ``l_k`` the example's binary cross-entropy on its logit
+    (``ctr``) or squared error (``rating``): the weighted counterpart of the model's own mean loss,
+    at the same scale, so learning rates carry over.
+
+    Raises:
+        ValueError: Another task (next-item's in-batch softmax has no per-example weighting here).
+    """
+    target = labels.reshape(-1).to(logits.dtype)
+    logits = logits.reshape(-1)
+    if task == "ctr":
+        per_example = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    elif task == "rating":
+        per_example = (logits - target) ** 2
+    else:
+        raise ValueError(f"train.ips_weighting is for tasks ctr and rating, not {task!r}")
+    w = weights.reshape(-1).to(per_example.dtype)
+    return (w * per_example).sum() / w.sum().clamp_min(torch.finfo(w.dtype).tiny)
 
 
 # ---------------------------------------------------------------------------- breakdowns

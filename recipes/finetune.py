@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> dict:
                       for name, split in splits.items()}
             if accelerator.is_main_process:
                 stats.save(out)
-        splits = annotate_splits(splits, data, cfg.data, cfg.debias)  # propensity weights + groups (eval splits)
+        splits = annotate_splits(splits, data, cfg.data, cfg.debias, train_weights=cfg.train.ips_weighting)
     accelerator.print(f"data: {', '.join(f'{k}={len(v)}' for k, v in splits.items())}")
 
     # 2. Model: frozen backbone + PEFT method + task head (seeded: same init on every run).

@@ -3,7 +3,8 @@ and the keys the evaluators add (checked against direct computations)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -17,9 +18,17 @@ from torch.utils.data import DataLoader
 
 from petrec.collate import BehaviourCollator, ItemCollator
 from petrec.data import DataConfig, prepare
-from petrec.debias import DEBIAS_COLUMNS, GROUPS, DebiasConfig, ExposureStats, annotate_splits
+from petrec.debias import (
+    DEBIAS_COLUMNS,
+    GROUPS,
+    DebiasConfig,
+    ExposureStats,
+    annotate_splits,
+    weighted_loss,
+)
 from petrec.evaluation import evaluate_ctr, make_next_item_eval
 from petrec.metrics import debias as D
+from petrec.train import TrainConfig, make_accelerator, train
 
 
 def test_counts_weights_groups_and_columns() -> None:
@@ -145,3 +154,84 @@ def test_next_item_evaluator_adds_debiased_and_group_metrics() -> None:
     cold = np.array([r["cold_user"] for r in rows]) == 1
     assert out["cold_user/hr@1"] == pytest.approx(hit1[cold].mean())
     assert out["cold_user/n_examples"] == cold.sum()
+
+
+# ---------------------------------------------------------------------------- IPS-weighted training
+
+
+def test_weighted_loss_is_the_mean_loss_reweighted() -> None:
+    logits, labels = torch.tensor([0.3, -1.2, 2.0]), torch.tensor([1.0, 0.0, 0.0])
+    plain = F.binary_cross_entropy_with_logits(logits, labels)
+    assert weighted_loss(logits, labels, torch.full((3,), 7.0), "ctr") == pytest.approx(float(plain))
+    per = F.binary_cross_entropy_with_logits(logits, labels, reduction="none")
+    w = torch.tensor([1.0, 0.0, 3.0])
+    assert weighted_loss(logits, labels, w, "ctr") == pytest.approx(float((per[0] + 3 * per[2]) / 4))
+    assert weighted_loss(logits, torch.tensor([1.0, 2.0, 3.0]), w, "rating") == pytest.approx((0.7**2 + 3 * 1.0) / 4)
+    with pytest.raises(ValueError, match="tasks ctr and rating, not 'next_item'"):
+        weighted_loss(logits, labels, w, "next_item")
+
+
+class _Toy(nn.Module):
+    """A bag-of-ids ctr model with the ``cfg.task`` a petrec behaviour model has."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.cfg = SimpleNamespace(task="ctr")
+        self.backbone = nn.EmbeddingBag(20, 8, mode="mean")
+        self.head = nn.Linear(8, 1)
+
+    def forward(self, input_ids: torch.Tensor, labels: torch.Tensor | None = None) -> SimpleNamespace:
+        logits = self.head(self.backbone(input_ids)).squeeze(-1)
+        loss = None if labels is None else F.binary_cross_entropy_with_logits(logits, labels)
+        return SimpleNamespace(loss=loss, logits=logits)
+
+
+def _train_toy(tmp_path: Path, weight_of: Callable[[int], float] | None) -> torch.Tensor:
+    """Train the toy on 64 examples (label = first id is even); return its probabilities on them."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, 20, (64, 3), generator=g)
+    labels = (ids[:, 0] % 2 == 0).float()
+    rows = [{"input_ids": i, "labels": y} | ({} if weight_of is None else {"ips_weight": torch.tensor(weight_of(int(y)))})
+            for i, y in zip(ids, labels, strict=True)]
+    cfg = TrainConfig(output_dir=str(tmp_path), epochs=3, batch_size=8, lr=5e-2, progress=False, trackers=[],
+                      mixed_precision="no", ips_weighting=weight_of is not None, seed=3)
+    model = _Toy()
+    train(model, DataLoader(rows, batch_size=8, shuffle=True), None, cfg,
+          evaluate_fn=lambda *a: {}, accelerator=make_accelerator(cfg))
+    with torch.no_grad():
+        return torch.sigmoid(model(ids).logits)
+
+
+def test_ips_weighting_changes_training_as_the_weights_say(tmp_path: Path) -> None:
+    plain = _train_toy(tmp_path / "a", None)
+    # Constant weights: self-normalised, so exactly the unweighted run.
+    assert torch.allclose(_train_toy(tmp_path / "b", lambda y: 3.0), plain, atol=1e-6)
+    # Positives weighted 10x less: the model predicts clicks less often than without weights.
+    down = _train_toy(tmp_path / "c", lambda y: 0.1 if y == 1 else 1.0)
+    assert float(down.mean()) < float(plain.mean()) - 0.1
+
+
+def test_ips_weighting_needs_the_column_and_a_pointwise_model(tmp_path: Path) -> None:
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+    cfg = TrainConfig(output_dir=str(tmp_path), epochs=1, progress=False, trackers=[], mixed_precision="no",
+                      ips_weighting=True)
+    rows = [{"input_ids": torch.tensor([1, 2]), "labels": torch.tensor(1.0)}] * 4
+    with pytest.raises(KeyError, match="training batches carry no 'ips_weight'"):
+        train(_Toy(), DataLoader(rows, batch_size=2), None, cfg, evaluate_fn=lambda *a: {},
+              accelerator=make_accelerator(cfg))
+    model = _Toy()
+    model.cfg = SimpleNamespace(task="next_item")
+    with pytest.raises(ValueError, match="ips_weighting needs a ctr or rating behaviour model"):
+        train(model, DataLoader(rows, batch_size=2), None, cfg, evaluate_fn=lambda *a: {},
+              accelerator=make_accelerator(cfg))
+    data_cfg = DataConfig(task="next_item", protocol="loo", history_len=3)
+    with pytest.raises(ValueError, match=r"not data\.task='next_item'"):
+        annotate_splits({}, None, data_cfg, DebiasConfig(), train_weights=True)

@@ -23,8 +23,9 @@ def test_run_record_has_snips_and_groups_matching_its_predictions(
     finetune: ModuleType, tiny_bert: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "run"
-    metrics = finetune.main(["--model.backbone", str(tiny_bert), "--train.output_dir", str(out),
-                             "--train.max_steps", "8", "--train.epochs", "1", "--debias.eta", "0.8", *FAST])
+    common = ["--model.backbone", str(tiny_bert), "--train.max_steps", "8", "--train.epochs", "1",
+              "--train.log_every_steps", "1", "--debias.eta", "0.8", *FAST]
+    metrics = finetune.main(["--train.output_dir", str(out), *common])
     test = json.loads((out / "metrics.json").read_text())["test"]
     assert test == pytest.approx(metrics["test"], nan_ok=True)
     assert {"ips_auc", "snips_auc", *(f"{g}/auc" for g in GROUPS), *(f"{g}/n_examples" for g in GROUPS)} <= set(test)
@@ -42,3 +43,14 @@ def test_run_record_has_snips_and_groups_matching_its_predictions(
     tail = np.asarray(cols["pop_stratum"]) == 2
     assert test["tail/n_examples"] == tail.sum() > 0
     assert test["tail/auc"] == pytest.approx(roc_auc_score(frame["label"][tail], frame["probability"][tail]), abs=1e-3)
+
+    # The same run with the IPS-weighted loss: same batches, other losses from the first step on.
+    weighted = tmp_path / "weighted"
+    finetune.main(["--train.output_dir", str(weighted), "--train.ips_weighting", "true", *common])
+    plain_loss, weighted_loss = (_first_train_loss(folder) for folder in (out, weighted))
+    assert abs(plain_loss - weighted_loss) > 1e-4
+
+
+def _first_train_loss(run: Path) -> float:
+    records = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
+    return next(r["train/loss"] for r in records if "train/loss" in r)
