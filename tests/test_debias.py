@@ -46,6 +46,9 @@ def test_counts_weights_groups_and_columns() -> None:
     # Implicit ctr: the sampled negatives (label 0) were never shown, so they are not counted.
     implicit = ExposureStats.fit(train, ["x", "y", "z", "w"], cfg, implicit_ctr=True)
     assert implicit.item_counts.tolist() == [3, 0, 0, 0] and implicit.user_counts == {"a": 2, "b": 1}
+    # ... and they are drawn uniformly from the catalogue, so a sampled negative's weight is 1.
+    weights = implicit.columns({"user_id": ["a", "a"], "item_id": ["y", "y"], "label": [1, 0]})["ips_weight"]
+    assert weights == pytest.approx([implicit.weights[1], 1.0]) and implicit.weights[1] > 1.5
     with pytest.raises(KeyError, match="example item 'q' is not in the item catalogue"):
         stats.columns({"user_id": ["a"], "item_id": ["q"]})
     with pytest.raises(KeyError, match="training item 'z' is not in the item catalogue"):
