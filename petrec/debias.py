@@ -28,9 +28,11 @@ example's loss by the same clipped weight, self-normalised per batch (:func:`wei
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -170,7 +172,8 @@ def annotate_splits(splits: Mapping[str, Any], data: Any, data_cfg: Any, cfg: De
     table is scored with the same weights and groups.
 
     Args:
-        splits: Tokenised splits (``train`` / ``valid`` / ``test`` ``datasets.Dataset``).
+        splits: Tokenised splits (``train`` / ``valid`` / ``test`` ``datasets.Dataset``); the valid
+            and test splits present are annotated.
         data: The :class:`petrec.data.PreparedData` they came from (catalogue, summary).
         data_cfg: Its :class:`petrec.data.DataConfig`.
         cfg: The run's debias settings; with ``enabled`` false only ``train_weights`` can add a column.
@@ -194,7 +197,7 @@ def annotate_splits(splits: Mapping[str, Any], data: Any, data_cfg: Any, cfg: De
     implicit_ctr = data_cfg.task == "ctr" and bool(data.summary.get("implicit"))
     stats = ExposureStats.fit(train, data.items["item_id"], cfg, implicit_ctr=implicit_ctr)
     out = dict(splits)
-    for name in ("valid", "test") if cfg.enabled else ():
+    for name in [n for n in ("valid", "test") if n in splits] if cfg.enabled else ():
         for column, values in stats.columns(splits[name]).items():
             out[name] = out[name].add_column(column, values)
     if train_weights:
@@ -222,6 +225,22 @@ def weighted_loss(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Ten
         raise ValueError(f"train.ips_weighting is for tasks ctr and rating, not {task!r}")
     w = weights.reshape(-1).to(per_example.dtype)
     return (w * per_example).sum() / w.sum().clamp_min(torch.finfo(w.dtype).tiny)
+
+
+def run_debias_config(folder: str | os.PathLike[str]) -> DebiasConfig:
+    """The ``debias`` section of a run folder's ``config.yaml`` (defaults for a run written before it).
+
+    Raises:
+        ConfigError: The section has an unknown key or a wrong value (named, with the file).
+    """
+    from petrec.config import ConfigError, from_dict, read_yaml
+
+    path = Path(folder) / "config.yaml"
+    section = read_yaml(path).get("debias") or {}
+    try:
+        return from_dict(DebiasConfig, section, prefix="debias.")
+    except (ConfigError, ValueError) as exc:
+        raise ConfigError(f"{path}: {exc}") from None
 
 
 # ---------------------------------------------------------------------------- breakdowns

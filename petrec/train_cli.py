@@ -77,6 +77,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     from petrec.collate import BehaviourCollator
     from petrec.data import prepare, tokenize_examples
+    from petrec.debias import DEBIAS_COLUMNS, annotate_splits, run_debias_config
     from petrec.evaluation import evaluator_for
 
     run = _load(args)
@@ -87,8 +88,10 @@ def _evaluate(args: argparse.Namespace) -> int:
     data = prepare(run.data)
     split = tokenize_examples(data.splits[args.split], run.tokenizer, max_length=run.max_length,
                               items=data.items, template=run.data.template, task=run.model_cfg.task)
+    # the run's debiased metrics and groups too (valid / test, as in its metrics.json)
+    split = annotate_splits({args.split: split}, data, run.data, run_debias_config(run.folder))[args.split]
     collate = BehaviourCollator(run.model_cfg.task, run.tokenizer.pad_token_id, run.tokenizer.padding_side)
-    cols = [c for c in ("input_ids", "label", "rating") if c in split.column_names]
+    cols = [c for c in ("input_ids", "label", "rating", *DEBIAS_COLUMNS) if c in split.column_names]
     accelerator = Accelerator()
     loader = accelerator.prepare(DataLoader(split.select_columns(cols), batch_size=args.batch_size,
                                             collate_fn=collate))

@@ -238,3 +238,16 @@ def test_ips_weighting_needs_the_column_and_a_pointwise_model(tmp_path: Path) ->
     data_cfg = DataConfig(task="next_item", protocol="loo", history_len=3)
     with pytest.raises(ValueError, match=r"not data\.task='next_item'"):
         annotate_splits({}, None, data_cfg, DebiasConfig(), train_weights=True)
+
+
+def test_run_debias_config_reads_the_section_or_defaults(tmp_path: Path) -> None:
+    from petrec.config import ConfigError
+    from petrec.debias import run_debias_config
+
+    (tmp_path / "config.yaml").write_text("data: {}\nmodel: {}\n", encoding="utf-8")
+    assert run_debias_config(tmp_path) == DebiasConfig()  # a run written before the section existed
+    (tmp_path / "config.yaml").write_text("debias: {eta: 0.5, clip: 20}\n", encoding="utf-8")
+    assert run_debias_config(tmp_path) == DebiasConfig(eta=0.5, clip=20.0)
+    (tmp_path / "config.yaml").write_text("debias: {etta: 0.5}\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"config\.yaml: unknown key 'debias\.etta'"):
+        run_debias_config(tmp_path)

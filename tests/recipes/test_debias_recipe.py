@@ -20,7 +20,7 @@ FAST = ["--train.progress", "false", "--train.trackers", "[]", "--train.eval_bat
 
 
 def test_run_record_has_snips_and_groups_matching_its_predictions(
-    finetune: ModuleType, tiny_bert: Path, tmp_path: Path
+    finetune: ModuleType, tiny_bert: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "run"
     common = ["--model.backbone", str(tiny_bert), "--train.max_steps", "8", "--train.epochs", "1",
@@ -43,6 +43,13 @@ def test_run_record_has_snips_and_groups_matching_its_predictions(
     tail = np.asarray(cols["pop_stratum"]) == 2
     assert test["tail/n_examples"] == tail.sum() > 0
     assert test["tail/auc"] == pytest.approx(roc_auc_score(frame["label"][tail], frame["probability"][tail]), abs=1e-3)
+
+    # `petrec evaluate` reloads the run and scores it with the run's own debias settings.
+    capsys.readouterr()
+    assert petrec_main(["evaluate", "--run", str(out), "--split", "test"]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["snips_auc"] == pytest.approx(test["snips_auc"], abs=1e-4)
+    assert again["tail/n_examples"] == test["tail/n_examples"]
 
     # The same run with the IPS-weighted loss: same batches, other losses from the first step on.
     weighted = tmp_path / "weighted"
