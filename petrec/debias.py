@@ -33,7 +33,7 @@ import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -41,6 +41,9 @@ import torch.nn.functional as F
 
 from petrec.metrics import MetricWarning, compute_rating, roc_auc
 from petrec.metrics import debias as D
+
+if TYPE_CHECKING:
+    from petrec.data import DataConfig, PreparedData
 
 #: Per-example columns :func:`annotate_splits` adds and the collator carries into batches.
 DEBIAS_COLUMNS = ("ips_weight", "pop_stratum", "cold_user", "cold_item")
@@ -163,7 +166,7 @@ class ExposureStats:
         return out
 
 
-def annotate_splits(splits: Mapping[str, Any], data: Any, data_cfg: Any, cfg: DebiasConfig, *,
+def annotate_splits(splits: Mapping[str, Any], data: PreparedData, data_cfg: DataConfig, cfg: DebiasConfig, *,
                     train_weights: bool = False) -> dict[str, Any]:
     """Add :data:`DEBIAS_COLUMNS` to the valid and test splits: the recipe's one call.
 
@@ -197,7 +200,8 @@ def annotate_splits(splits: Mapping[str, Any], data: Any, data_cfg: Any, cfg: De
     implicit_ctr = data_cfg.task == "ctr" and bool(data.summary.get("implicit"))
     stats = ExposureStats.fit(train, data.items["item_id"], cfg, implicit_ctr=implicit_ctr)
     out = dict(splits)
-    for name in [n for n in ("valid", "test") if n in splits] if cfg.enabled else ():
+    annotated = [name for name in ("valid", "test") if name in splits] if cfg.enabled else []
+    for name in annotated:
         for column, values in stats.columns(splits[name]).items():
             out[name] = out[name].add_column(column, values)
     if train_weights:
