@@ -30,10 +30,13 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from petrec.runs import TrainedRun
 
 #: Columns an occlusion row carries from its example (the ones rendering and features read).
 ROW_COLUMNS = ("history_item_ids", "history_labels", "history_ratings", "item_id")
@@ -108,7 +111,7 @@ class Explanation:
         return {"method": "occlusion", **asdict(self)}
 
 
-def explain_examples(run: Any, examples: Any, *, items: Any = None, batch_size: int = 64) -> list[Explanation]:
+def explain_examples(run: TrainedRun, examples: Any, *, items: Any = None, batch_size: int = 64) -> list[Explanation]:
     """Occlusion explanations of pointwise examples with a trained run's model.
 
     Args:
@@ -132,8 +135,10 @@ def explain_examples(run: Any, examples: Any, *, items: Any = None, batch_size: 
     if task not in ("ctr", "rating"):
         raise ValueError(f"explanations are for ctr and rating runs; {run.folder} is a {task!r} run")
     rows = examples.to_list() if isinstance(examples, datasets.Dataset) else list(examples)
-    blocks = [occlusion_rows({k: r[k] for k in r if k in ROW_COLUMNS or k in ("label", "rating")}) for r in rows]
-    columns = {k: [v for b in blocks for v in b[k]] for k in blocks[0]} if blocks else {}
+    if not rows:
+        return []
+    blocks = [occlusion_rows({k: r[k] for k in ROW_COLUMNS if k in r}) for r in rows]
+    columns = {k: [v for b in blocks for v in b[k]] for k in blocks[0]}
     scores = score_examples(run, datasets.Dataset.from_dict(columns), items=items, batch_size=batch_size)
     out, start = [], 0
     for row, block in zip(rows, blocks, strict=True):
@@ -143,13 +148,13 @@ def explain_examples(run: Any, examples: Any, *, items: Any = None, batch_size: 
         out.append(Explanation(str(row["item_id"]), task, float(part[0]), [str(i) for i in row["history_item_ids"]],
                                effects, rank_by_magnitude(effects)))
         start += n
-    if run.stats is not None and rows:
+    if run.stats is not None:
         _add_prior_share(run, datasets.Dataset.from_dict({k: [b[k][0] for b in blocks] for k in blocks[0]}), out)
     return out
 
 
 @torch.no_grad()
-def _add_prior_share(run: Any, full_rows: Any, out: list[Explanation]) -> None:
+def _add_prior_share(run: TrainedRun, full_rows: Any, out: list[Explanation]) -> None:
     """Split each full example's logit (ctr) or rating into the prior head's part and the rest."""
     model = run.model
     device = next(model.parameters()).device
