@@ -26,6 +26,7 @@ from petrec.collate import pad_sequences
 from petrec.config import ConfigError, from_dict, read_yaml
 from petrec.data import DataConfig, DataError
 from petrec.data.features import BehaviourStats
+from petrec.debias import DebiasConfig
 from petrec.files import check_safetensors, read_json_object
 from petrec.methods.errors import AdapterLoadError, PetrecMethodError
 from petrec.methods.io import META_FILE, PEFT_CONFIG_FILE, TENSORS_FILE, read_meta
@@ -56,6 +57,8 @@ class RunConfig:
     """Token budget of one rendered example."""
     item_max_length: int
     """Token budget of one item's text (next-item models embed the catalogue from text)."""
+    debias: DebiasConfig = dataclasses.field(default_factory=DebiasConfig)
+    """Debiased metrics and breakdowns the run reported (defaults for a run written before them)."""
 
 
 @dataclass
@@ -70,6 +73,8 @@ class TrainedRun:
     max_length: int
     stats: BehaviourStats | None = None
     """The behaviour statistics of a model with ``behaviour_prior`` (``behaviour_stats.json``)."""
+    debias: DebiasConfig = dataclasses.field(default_factory=DebiasConfig)
+    """The run's ``debias`` section: how its debiased metrics and groups were computed."""
 
 
 def load_run(folder: str | os.PathLike[str], *, data_dir: str | None = None) -> TrainedRun:
@@ -97,7 +102,8 @@ def load_run(folder: str | os.PathLike[str], *, data_dir: str | None = None) -> 
     model = load_adapter_checked(BehaviourModel(backbone, cfg.model, is_decoder=is_decoder), folder / "adapter")
     model.eval()
     stats = BehaviourStats.load(folder) if cfg.model.behaviour_prior else None
-    return TrainedRun(folder, cfg.data, cfg.model, model, load_tokenizer(cfg.model), cfg.max_length, stats)
+    return TrainedRun(folder, cfg.data, cfg.model, model, load_tokenizer(cfg.model), cfg.max_length, stats,
+                      cfg.debias)
 
 
 def check_adapter_folder(folder: str | os.PathLike[str]) -> None:
@@ -209,7 +215,14 @@ def read_run_config(folder: str | os.PathLike[str], data_dir: str | None = None)
     for key, value in budgets.items():
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             raise ConfigError(f"{path}: key {key!r} is {value!r}; expected a positive integer")
-    return RunConfig(data=sections["data"], model=sections["model"], **budgets)
+    debias = raw.get("debias") or {}
+    if not isinstance(debias, Mapping):
+        raise ConfigError(f"{path}: section 'debias' is not a mapping (got {type(debias).__name__}); {expected}")
+    try:
+        debias_cfg = from_dict(DebiasConfig, dict(debias), prefix="debias.")
+    except (ConfigError, ValueError) as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    return RunConfig(data=sections["data"], model=sections["model"], debias=debias_cfg, **budgets)
 
 
 @torch.no_grad()

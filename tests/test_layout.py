@@ -15,13 +15,13 @@ PACKAGE = ROOT / "petrec"
 #: or lower ones. An area is a sub-package or a top-level module of petrec; the bare
 #: ``import petrec`` is the methods API (``petrec.attach`` ...).
 LAYERS: list[tuple[str, set[str]]] = [
-    ("foundation", {"config", "paths", "files", "collate", "metrics", "evaluation"}),
+    ("foundation", {"config", "paths", "files", "debias", "collate", "metrics", "evaluation"}),
     ("data", {"data"}),
     ("methods", {"methods", ""}),
     ("models", {"models"}),
     ("train", {"train"}),
     ("recipes", {"recipes"}),
-    ("runs", {"runs"}),
+    ("runs", {"runs", "explain"}),
     ("bench and deploy", {"bench", "deploy"}),
     ("serve", {"serve"}),
     ("command line", {"cli", "__main__", "train_cli"}),

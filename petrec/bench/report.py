@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 
 from petrec.bench.aggregate import k_label, lower_is_better, runs_frame, summarize
+from petrec.bench.beyond import beyond_accuracy_lines
 from petrec.bench.runner import load_meta, load_records
 from petrec.bench.system import SHARED_CPU_SHARE, describe_machine
 from petrec.files import atomic_path, write_text_atomic
@@ -276,6 +277,8 @@ def render(summary: pd.DataFrame, runs: pd.DataFrame, meta: dict[str, Any], styl
                         rows.append([f"{label} (published, not run here)", MISSING, MISSING, f"{values[k]:.4f}",
                                      *[MISSING] * (len(headers) - 4)])
                 out += [format_table(headers, rows, style), ""]
+                out += beyond_accuracy_lines(runs, {"table": table, "variant": variant, "k_label": k}, metric, order,
+                                             style, f"{h3}{name}: beyond accuracy")
         for name in plots.get(str(table), []):
             out += [f"![{Path(name).stem}]({name})" if style == "md" else f"plot: {name}", ""]
     missing = coverage(runs, meta)

@@ -32,7 +32,9 @@ import petrec
 from petrec.collate import LABEL_COLUMN, BehaviourCollator, ItemCollator
 from petrec.config import ConfigError, load_config, to_dict
 from petrec.data import DataConfig, DataError, prepare, tokenize_examples, tokenize_items
+from petrec.data.exposure import annotate_splits
 from petrec.data.features import BehaviourStats
+from petrec.debias import DEBIAS_COLUMNS, DebiasConfig
 from petrec.evaluation import evaluator_for
 from petrec.files import write_json_atomic, write_text_atomic
 from petrec.models import ModelConfig, PetrecModelError, build_model, load_tokenizer
@@ -54,6 +56,8 @@ class FinetuneConfig:
         default_factory=lambda: TrainConfig(output_dir="outputs/quickstart", epochs=2, lr=2e-3, head_lr=1e-2)
     )
     """Optimisation, evaluation and checkpointing."""
+    debias: DebiasConfig = field(default_factory=DebiasConfig)
+    """Debiased (IPS / SNIPS) test metrics and popularity / cold-start breakdowns (petrec.debias)."""
     max_length: int = 64
     """Token budget of one rendered example (the oldest history items are dropped first)."""
     item_max_length: int = 32
@@ -135,6 +139,7 @@ def main(argv: list[str] | None = None) -> dict:
                       for name, split in splits.items()}
             if accelerator.is_main_process:
                 stats.save(out)
+        splits = annotate_splits(splits, data, cfg.data, cfg.debias, train_weights=cfg.train.ips_weighting)
     accelerator.print(f"data: {', '.join(f'{k}={len(v)}' for k, v in splits.items())}")
 
     # 2. Model: frozen backbone + PEFT method + task head (seeded: same init on every run).
@@ -159,7 +164,7 @@ def main(argv: list[str] | None = None) -> dict:
         item_loader = DataLoader(list(item_tokens["input_ids"]), batch_size=cfg.train.eval_batch_size,
                                  collate_fn=ItemCollator(tokenizer.pad_token_id, tokenizer.padding_side))
     collate = BehaviourCollator(cfg.data.task, tokenizer.pad_token_id, tokenizer.padding_side, **collate_kwargs)
-    columns = ["input_ids", "label", "rating", "item_id", "history_item_ids", "features"]
+    columns = ["input_ids", "label", "rating", "item_id", "history_item_ids", "features", *DEBIAS_COLUMNS]
 
     def loader(split: str, shuffle: bool) -> DataLoader:
         ds = splits[split].select_columns([c for c in columns if c in splits[split].column_names])
