@@ -40,12 +40,12 @@ from petrec.bench.system import (
     git_state,
     machine,
     versions,
-    write_json_atomic,
-    write_text_atomic,
+    write_record,
 )
 from petrec.data import DataConfig, prepare, read_ml1m
 from petrec.data.tasks import build_examples
 from petrec.data.validate import validate_interactions
+from petrec.files import write_text_atomic
 from petrec.paths import data_dir
 
 GOAL_EXAMPLES_PER_S = 200_000
@@ -255,7 +255,7 @@ def main() -> int:
             parser.error("--repeats must be at least 3 (the record reports a median)")
         record = measure(data_dir(args.data_dir, dataset="ml-1m"), args.repeats, sys.argv[1:],
                          Path(args.previous) if args.previous else None)
-        write_json_atomic(out, record)
+        write_record(out, record)
     text = render_markdown(json.loads(out.read_text(encoding="utf-8")))
     write_text_atomic(out.with_suffix(".md"), text)
     print(text)

@@ -42,11 +42,12 @@ import torch
 
 from petrec.collate import BehaviourCollator
 from petrec.data import prepare, tokenize_examples
-from petrec.deploy.export import export_run, load_export, read_catalogue, read_export_config
+from petrec.deploy.export import export_run, load_export, read_catalogue
+from petrec.files import write_json_atomic
 from petrec.models import BehaviourModel, load_tokenizer
 from petrec.models.build import load_backbone
 from petrec.paths import resolve_model
-from petrec.runs import TrainedRun
+from petrec.runs import TrainedRun, read_run_config
 
 VARIANTS = ("base", "adapter", "merged", "int8", "nf4")
 
@@ -86,11 +87,11 @@ def folder_bytes(path: Path, patterns: tuple[str, ...] = ("*",)) -> int:
 
 def load_base(export: Path) -> TrainedRun:
     """The backbone the run started from + a fresh head (seed 0), no adapter."""
-    data_cfg, model_cfg, max_length = read_export_config(export)
+    cfg = read_run_config(export)
     torch.manual_seed(0)
-    backbone, is_decoder = load_backbone(model_cfg)
-    model = BehaviourModel(backbone, model_cfg, is_decoder=is_decoder).eval()
-    return TrainedRun(export, data_cfg, model_cfg, model, load_tokenizer(model_cfg), max_length)
+    backbone, is_decoder = load_backbone(cfg.model)
+    model = BehaviourModel(backbone, cfg.model, is_decoder=is_decoder).eval()
+    return TrainedRun(export, cfg.data, cfg.model, model, load_tokenizer(cfg.model), cfg.max_length)
 
 
 def load_variant(export: Path, variant: str, device: torch.device) -> TrainedRun:
@@ -268,10 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         "variants": results,
     }
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, out)
+    write_json_atomic(out, report)
     print(f"wrote {out}")
     return 0
 

@@ -33,6 +33,7 @@ import torch
 from safetensors.torch import load_file
 
 import petrec
+from petrec.files import write_json_atomic
 from petrec.models.sequential.run import (
     SeqDataConfig,
     SeqModelConfig,
@@ -41,7 +42,6 @@ from petrec.models.sequential.run import (
     fit,
     load_sequences,
     save_weights,
-    write_json,
 )
 from petrec.models.sequential.suite import machine
 from petrec.train import TrainConfig
@@ -92,7 +92,7 @@ def main() -> None:
         save_weights(model, weights)
         metrics.update(name="pretrain-even-users", command=command, machine=machine(),
                        config=dataclasses.asdict(pre_cfg))
-        write_json(out / "pretrain.json", metrics)
+        write_json_atomic(out / "pretrain.json", metrics, default=float)
 
     # 2. Adapt to the odd users.
     target_cfg = run_config(args, "odd", work / "target", args.target_epochs, 0.002)
@@ -121,7 +121,7 @@ def main() -> None:
         if method == "zero-shot":
             metrics["note"] = "pre-trained weights; one optimizer step at lr 1e-12 (no effective training)"
             metrics.update(trainable_params=0, trainable_percent=0.0)
-        write_json(out / f"{method}.json", metrics)
+        write_json_atomic(out / f"{method}.json", metrics, default=float)
         print(method, json.dumps(metrics["test"]), flush=True)
     write_report(out, command, args)
 

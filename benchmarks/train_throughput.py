@@ -33,9 +33,9 @@ from petrec.bench.system import (
     git_state,
     machine,
     versions,
-    write_json_atomic,
-    write_text_atomic,
+    write_record,
 )
+from petrec.files import write_text_atomic
 from petrec.models import ModelConfig, build_model
 from petrec.train import TrainConfig, make_accelerator, train
 
@@ -214,7 +214,7 @@ def main() -> None:
     text = markdown(record)
     print(text)
     if args.out:
-        write_json_atomic(args.out, record)
+        write_record(args.out, record)
         write_text_atomic(args.out.with_suffix(".md"), text)
 
 

@@ -1,4 +1,4 @@
-"""The ``petrec`` command line: ``petrec data | methods | train | predict | evaluate | bench | report``.
+"""The ``petrec`` command line: ``petrec data | methods | train | predict | evaluate | explain | bench | report``.
 
 Each area of the package owns its sub-commands in a ``cli.py`` of its own that exposes
 ``register(subparsers)``; this module only wires them together, imported lazily so

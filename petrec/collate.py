@@ -1,7 +1,8 @@
 """Tokenised examples → padded tensor batches for :class:`petrec.models.BehaviourModel`.
 
 Dynamic padding per batch (to the longest sequence in it), on the side the tokenizer
-pads on. Pointwise tasks get ``labels``; next-item batches also get the target's item
+pads on. Evaluation splits annotated by :func:`petrec.data.exposure.annotate_splits` also get their
+per-example weights and groups. Pointwise tasks get ``labels``; next-item batches also get the target's item
 tokens (for in-batch negatives), its catalogue index and the history's indices (to
 exclude seen items from the full ranking).
 """
@@ -13,6 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+
+from petrec.debias import DEBIAS_COLUMNS
 
 #: Example column holding the training target per task.
 LABEL_COLUMN = {"ctr": "label", "rating": "rating"}
@@ -66,6 +69,9 @@ class BehaviourCollator:
         batch = self._tokens([r["input_ids"] for r in rows])
         if "features" in rows[0]:  # behaviour features of the prior path (petrec.data.features)
             batch["features"] = torch.tensor([r["features"] for r in rows], dtype=torch.float32)
+        for name in DEBIAS_COLUMNS:  # evaluation splits' propensity weights and groups (petrec.debias)
+            if name in rows[0]:
+                batch[name] = torch.tensor([float(r[name]) for r in rows], dtype=torch.float32)
         if self.task in LABEL_COLUMN:
             column = LABEL_COLUMN[self.task]
             batch["labels"] = torch.tensor([float(r[column]) for r in rows], dtype=torch.float32)

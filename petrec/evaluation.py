@@ -16,6 +16,7 @@ from accelerate import Accelerator
 from torch import nn
 
 from petrec import metrics as M
+from petrec.debias import DEBIAS_COLUMNS, pointwise_breakdown, ranking_breakdown
 
 #: ``(model, prepared_loader, accelerator) -> {metric name: value}``; the first key is the
 #: task's default model-selection metric.
@@ -34,7 +35,6 @@ def higher_is_better(metric: str) -> bool:
 MODEL_INPUTS = ("input_ids", "attention_mask", "features")
 
 
-@torch.no_grad()
 def predict_scores(model: nn.Module, loader: Any, accelerator: Accelerator,
                    input_keys: tuple[str, ...] = MODEL_INPUTS) -> tuple[np.ndarray, np.ndarray]:
     """Model outputs and labels for a pointwise task, gathered over processes.
@@ -48,28 +48,52 @@ def predict_scores(model: nn.Module, loader: Any, accelerator: Accelerator,
     Returns:
         ``(predictions, labels)`` as float64 arrays, one entry per example, in loader order.
     """
+    preds, labels, _ = predict_with_extras(model, loader, accelerator, input_keys)
+    return preds, labels
+
+
+@torch.no_grad()
+def predict_with_extras(model: nn.Module, loader: Any, accelerator: Accelerator,
+                        input_keys: tuple[str, ...] = MODEL_INPUTS
+                        ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """:func:`predict_scores`, plus the batches' :data:`petrec.debias.DEBIAS_COLUMNS` (gathered alike).
+
+    Returns:
+        ``(predictions, labels, extras)``; ``extras`` maps each debias column the batches carry
+        to one float64 value per example (empty when the split was not annotated).
+    """
     model.eval()
-    preds, labels = [], []
+    preds, labels, extras = [], [], {}
     for batch in loader:
         out = model(**{k: v for k, v in batch.items() if k in input_keys})
         logits = out.logits.reshape(-1).float()
-        p, y = accelerator.gather_for_metrics((logits, batch["labels"].reshape(-1).float()))
+        carried = {k: batch[k] for k in DEBIAS_COLUMNS if k in batch}
+        p, y, c = accelerator.gather_for_metrics((logits, batch["labels"].reshape(-1).float(), carried))
         preds.append(p.cpu())
         labels.append(y.cpu())
-    return torch.cat(preds).double().numpy(), torch.cat(labels).double().numpy()
+        for name, values in c.items():
+            extras.setdefault(name, []).append(values.cpu())
+    return (torch.cat(preds).double().numpy(), torch.cat(labels).double().numpy(),
+            {name: torch.cat(parts).double().numpy() for name, parts in extras.items()})
 
 
 def evaluate_ctr(model: nn.Module, loader: Any, accelerator: Accelerator,
                  input_keys: tuple[str, ...] = MODEL_INPUTS) -> dict[str, float]:
-    """AUC (first: the default selection metric), log loss, accuracy and F1 of click/like logits."""
-    logits, labels = predict_scores(model, loader, accelerator, input_keys)
-    return {**M.compute_ctr(labels.astype(np.int64), logits, from_logits=True), "n_examples": float(len(labels))}
+    """AUC (first: the default selection metric), log loss, accuracy and F1 of click/like logits.
+
+    On an annotated split (:func:`petrec.data.exposure.annotate_splits`) also ``ips_auc``, ``snips_auc``
+    and the per-group breakdown (:func:`petrec.debias.pointwise_breakdown`).
+    """
+    logits, labels, extras = predict_with_extras(model, loader, accelerator, input_keys)
+    out = {**M.compute_ctr(labels.astype(np.int64), logits, from_logits=True), "n_examples": float(len(labels))}
+    return {**out, **pointwise_breakdown("ctr", labels, logits, extras)} if extras else out
 
 
 def evaluate_rating(model: nn.Module, loader: Any, accelerator: Accelerator) -> dict[str, float]:
-    """RMSE (first: the default selection metric) and MAE of rating predictions."""
-    preds, targets = predict_scores(model, loader, accelerator)
-    return {**M.compute_rating(targets, preds), "n_examples": float(len(targets))}
+    """RMSE (first: the default selection metric) and MAE of rating predictions (+ group breakdown)."""
+    preds, targets, extras = predict_with_extras(model, loader, accelerator)
+    out = {**M.compute_rating(targets, preds), "n_examples": float(len(targets))}
+    return {**out, **pointwise_breakdown("rating", targets, preds, extras)} if extras else out
 
 
 def make_next_item_eval(item_loader: Any, ks: tuple[int, ...] = (10, 50), exclude_history: bool = True) -> EvalFn:
@@ -78,7 +102,9 @@ def make_next_item_eval(item_loader: Any, ks: tuple[int, ...] = (10, 50), exclud
     Item embeddings are computed once per evaluation from ``item_loader`` (every process
     embeds the whole catalogue); each user is scored against every item, history items are
     excluded when ``exclude_history`` (the target never is), and per-user metrics are
-    gathered so that every user counts once.
+    gathered so that every user counts once. On an annotated split
+    (:func:`petrec.data.exposure.annotate_splits`) the debiased Recall@K / NDCG@K and the per-group
+    means are added (:func:`petrec.debias.ranking_breakdown`).
 
     Args:
         item_loader: Un-prepared loader over the tokenised catalogue, in item-index order.
@@ -94,17 +120,24 @@ def make_next_item_eval(item_loader: Any, ks: tuple[int, ...] = (10, 50), exclud
             {k: v.to(accelerator.device) for k, v in b.items()} for b in item_loader
         )
         per_user: dict[str, list[torch.Tensor]] = {}
+        extras: dict[str, list[torch.Tensor]] = {}
         for batch in loader:
             user_emb = core.encode(batch["input_ids"], batch["attention_mask"])
             scores = core.score_all(user_emb, item_emb).float()
             exclude = batch.get("history_index") if exclude_history else None
             values = M.ranking_per_user(scores, batch["target_index"], ks=ks, exclude=exclude)
-            gathered = accelerator.gather_for_metrics(values)
+            carried = {k: batch[k] for k in DEBIAS_COLUMNS if k in batch}
+            gathered, carried = accelerator.gather_for_metrics((values, carried))
             for name, tensor in gathered.items():
                 per_user.setdefault(name, []).append(tensor.cpu())
+            for name, tensor in carried.items():
+                extras.setdefault(name, []).append(tensor.cpu())
         ordered = [f"ndcg@{ks[0]}", *sorted(k for k in per_user if k != f"ndcg@{ks[0]}")]
         out = {name: float(torch.cat(per_user[name]).double().mean()) for name in ordered}
         out["n_examples"] = float(len(torch.cat(per_user[ordered[0]])))
+        if extras:
+            out.update(ranking_breakdown({k: torch.cat(v).double().numpy() for k, v in per_user.items()},
+                                         {k: torch.cat(v).double().numpy() for k, v in extras.items()}))
         return out
 
     return evaluate_next_item

@@ -42,7 +42,7 @@ def resolve_model(name_or_path: str) -> str:
 
     Args:
         name_or_path: An alias from :data:`MODEL_ALIASES`, a ``.gguf`` file (converted once to
-            a cached safetensors folder, :mod:`petrec.models.checkpoints`), a local folder or a
+            a cached safetensors folder, :mod:`petrec.checkpoints`), a local folder or a
             hub id.
 
     Returns:
@@ -51,7 +51,7 @@ def resolve_model(name_or_path: str) -> str:
     if name_or_path == "minilm":
         return str(minilm_path())
     if name_or_path == "smollm2-135m" or name_or_path.endswith(".gguf"):
-        from petrec.models.checkpoints import gguf_folder, smollm2_gguf
+        from petrec.checkpoints import gguf_folder, smollm2_gguf
 
         source = smollm2_gguf() if name_or_path == "smollm2-135m" else name_or_path
         return str(gguf_folder(source))

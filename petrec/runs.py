@@ -1,12 +1,16 @@
-"""Reload a finished training run (its config and adapter) for evaluation and prediction.
+"""The run folder: read back what a finished training run wrote, for evaluation, export and serving.
 
-A run folder, as ``recipes/finetune.py`` writes it, holds ``config.yaml`` and ``adapter/``.
-Only the ``data``, ``model`` and token-budget sections of the config are read back here,
-each into its own dataclass, so this module does not depend on the recipe file.
+A run folder, as :mod:`petrec.recipes.finetune` writes it, holds ``config.yaml`` (the whole
+recipe config), ``adapter/`` (what was trained), ``metrics.json`` and ``train_log.jsonl``
+(``behaviour_stats.json`` too for a behaviour-prior model); an export folder holds the same
+``config.yaml`` and ``adapter/``. :func:`read_run_config` is the one reader of ``config.yaml``
+(:class:`RunConfig`, with the recipe's own defaults) and :func:`load_run` rebuilds the model.
+The server and ``petrec.deploy`` read run and export folders through this module.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -22,16 +26,39 @@ from petrec.collate import pad_sequences
 from petrec.config import ConfigError, from_dict, read_yaml
 from petrec.data import DataConfig, DataError
 from petrec.data.features import BehaviourStats
-from petrec.deploy.manifest import ExportError, ManifestError, check_safetensors, read_json_object
+from petrec.debias import DebiasConfig
+from petrec.files import check_safetensors, read_json_object
 from petrec.methods.errors import AdapterLoadError, PetrecMethodError
 from petrec.methods.io import META_FILE, PEFT_CONFIG_FILE, TENSORS_FILE, read_meta
 from petrec.models import BehaviourModel, ModelConfig, load_tokenizer
 from petrec.models.build import load_backbone
+from petrec.recipes.finetune import FinetuneConfig
 
-#: Every error a bad run / export folder or input file raises with a one-line message naming the
-#: file (all are ``ValueError``); the ``petrec evaluate | predict | export`` commands print them.
-RUN_ERRORS: tuple[type[ValueError], ...] = (ConfigError, DataError, PetrecMethodError, ManifestError,
-                                            ExportError)
+#: Every error a bad run folder or input file raises with a one-line message naming the file (all
+#: are ``ValueError``); the ``petrec evaluate | predict`` commands print them.
+RUN_ERRORS: tuple[type[ValueError], ...] = (ConfigError, DataError, PetrecMethodError)
+#: The run's config, as the recipe wrote it (an export folder keeps a copy).
+CONFIG_FILE = "config.yaml"
+
+
+@dataclass
+class RunConfig:
+    """What a run's ``config.yaml`` says about its model: enough to rebuild and feed it.
+
+    The recipe writes its whole :class:`~petrec.recipes.finetune.FinetuneConfig`; these are the
+    parts a reloaded model needs. A key the file lacks takes the recipe's default.
+    """
+
+    data: DataConfig
+    """The behaviour log, task, protocol and text template the run trained on."""
+    model: ModelConfig
+    """Backbone, pooling, head and PEFT method."""
+    max_length: int
+    """Token budget of one rendered example."""
+    item_max_length: int
+    """Token budget of one item's text (next-item models embed the catalogue from text)."""
+    debias: DebiasConfig = dataclasses.field(default_factory=DebiasConfig)
+    """Debiased metrics and breakdowns the run reported (defaults for a run written before them)."""
 
 
 @dataclass
@@ -46,6 +73,8 @@ class TrainedRun:
     max_length: int
     stats: BehaviourStats | None = None
     """The behaviour statistics of a model with ``behaviour_prior`` (``behaviour_stats.json``)."""
+    debias: DebiasConfig = dataclasses.field(default_factory=DebiasConfig)
+    """The run's ``debias`` section: how its debiased metrics and groups were computed."""
 
 
 def load_run(folder: str | os.PathLike[str], *, data_dir: str | None = None) -> TrainedRun:
@@ -65,15 +94,16 @@ def load_run(folder: str | os.PathLike[str], *, data_dir: str | None = None) -> 
     for needed in ("config.yaml", "adapter"):
         if not (folder / needed).exists():
             raise ConfigError(f"{folder} is not a petrec run folder: {needed} is missing")
-    data_cfg, model_cfg, max_length = read_run_config(folder, data_dir)
+    cfg = read_run_config(folder, data_dir)
     check_adapter_folder(folder / "adapter")  # before the (slow) base model loads
     # The plain base (backbone + fresh head); load_adapter re-applies the saved method,
     # quantization included, and restores every trained tensor (head too).
-    backbone, is_decoder = load_base(model_cfg, folder / "config.yaml")
-    model = load_adapter_checked(BehaviourModel(backbone, model_cfg, is_decoder=is_decoder), folder / "adapter")
+    backbone, is_decoder = load_base(cfg.model, folder / CONFIG_FILE)
+    model = load_adapter_checked(BehaviourModel(backbone, cfg.model, is_decoder=is_decoder), folder / "adapter")
     model.eval()
-    stats = BehaviourStats.load(folder) if model_cfg.behaviour_prior else None
-    return TrainedRun(folder, data_cfg, model_cfg, model, load_tokenizer(model_cfg), max_length, stats)
+    stats = BehaviourStats.load(folder) if cfg.model.behaviour_prior else None
+    return TrainedRun(folder, cfg.data, cfg.model, model, load_tokenizer(cfg.model), cfg.max_length, stats,
+                      cfg.debias)
 
 
 def check_adapter_folder(folder: str | os.PathLike[str]) -> None:
@@ -133,13 +163,19 @@ def load_adapter_checked(model: BehaviourModel, folder: str | os.PathLike[str]) 
                                "expected the complete file petrec.save_adapter wrote") from None
 
 
-def read_run_config(folder: str | os.PathLike[str],
-                    data_dir: str | None = None) -> tuple[DataConfig, ModelConfig, int]:
-    """A run's (or an export's) ``config.yaml`` as ``(DataConfig, ModelConfig, max_length)``.
+def _recipe_default(key: str) -> object:
+    """The recipe's default for a top-level config key (the recipe is what writes config.yaml)."""
+    return next(f.default for f in dataclasses.fields(FinetuneConfig) if f.name == key)
 
-    Only these sections are read back, each into its own dataclass, so this does not depend on
-    the recipe file. An empty file, or one without ``data:`` and ``model:`` mappings, is refused:
-    falling back to defaults would evaluate another dataset / model than the run's.
+
+def read_run_config(folder: str | os.PathLike[str], data_dir: str | None = None) -> RunConfig:
+    """A run's (or an export's) ``config.yaml`` as a :class:`RunConfig`.
+
+    Only the ``model`` and ``data`` sections and the token budgets are read back, each section
+    into its own dataclass. An empty file, or one without ``model:`` and ``data:`` mappings or
+    ``max_length``, is refused: falling back to defaults would evaluate another model, dataset or
+    token budget than the run's (the recipe writes ``max_length`` after every section, so a file
+    without it was cut). A missing ``item_max_length`` takes the recipe's default.
 
     Args:
         folder: Holds ``config.yaml``.
@@ -149,7 +185,7 @@ def read_run_config(folder: str | os.PathLike[str],
         ConfigError: A missing, empty or unreadable file, a missing section or a wrong key (named
             in the message, with the file).
     """
-    path = Path(folder) / "config.yaml"
+    path = Path(folder) / CONFIG_FILE
     expected = "expected the config the run wrote (a mapping with data:, model: and max_length:)"
     try:
         raw = read_yaml(path)
@@ -159,24 +195,34 @@ def read_run_config(folder: str | os.PathLike[str],
         raise ConfigError("; ".join(part.strip() for part in str(exc).splitlines() if part.strip())) from None
     if not raw:
         raise ConfigError(f"{path}: the file is empty; {expected}")
-    for key in ("data", "model"):
+    sections = {}
+    for key, cls in (("model", ModelConfig), ("data", DataConfig)):  # model first: it names the base
         if not isinstance(raw.get(key), Mapping):
             got = ("missing" if raw.get(key) is None
                    else f"not a mapping (got {type(raw[key]).__name__} {raw[key]!r:.40})")
             raise ConfigError(f"{path}: section {key!r} is {got}; {expected}")
-    if "max_length" not in raw:  # the recipe writes it after data, model and train: a cut file
+        values = dict(raw[key])
+        if key == "data" and data_dir is not None:
+            values["data_dir"] = data_dir
+        try:
+            sections[key] = from_dict(cls, values, prefix=f"{key}.")
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+    if "max_length" not in raw:
         raise ConfigError(f"{path}: key 'max_length' is missing (a truncated file?); {expected}")
-    max_length = raw["max_length"]
-    if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length <= 0:
-        raise ConfigError(f"{path}: key 'max_length' is {max_length!r}; expected a positive integer")
-    data_raw = dict(raw["data"])
-    if data_dir is not None:
-        data_raw["data_dir"] = data_dir
+    budgets = {"max_length": raw["max_length"],
+               "item_max_length": raw.get("item_max_length", _recipe_default("item_max_length"))}
+    for key, value in budgets.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ConfigError(f"{path}: key {key!r} is {value!r}; expected a positive integer")
+    debias = raw.get("debias") or {}
+    if not isinstance(debias, Mapping):
+        raise ConfigError(f"{path}: section 'debias' is not a mapping (got {type(debias).__name__}); {expected}")
     try:
-        return (from_dict(DataConfig, data_raw, prefix="data."),
-                from_dict(ModelConfig, raw["model"], prefix="model."), max_length)
-    except ConfigError as exc:
+        debias_cfg = from_dict(DebiasConfig, dict(debias), prefix="debias.")
+    except (ConfigError, ValueError) as exc:
         raise ConfigError(f"{path}: {exc}") from None
+    return RunConfig(data=sections["data"], model=sections["model"], debias=debias_cfg, **budgets)
 
 
 @torch.no_grad()

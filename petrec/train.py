@@ -32,7 +32,9 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
+from petrec.debias import weighted_loss
 from petrec.evaluation import EvalFn, higher_is_better
+from petrec.files import atomic_path, write_json_atomic
 
 CHECKPOINT_DIR = "checkpoint"
 BEST_DIR = "best"
@@ -97,6 +99,9 @@ class TrainConfig:
     """Show tqdm progress bars (main process only)."""
     trackers: list[str] = field(default_factory=lambda: ["tensorboard"])
     """Accelerate trackers to log to when installed (the JSONL log is always written)."""
+    ips_weighting: bool = False
+    """Weight each training example's loss by its clipped inverse-propensity weight (the batches'
+    ``ips_weight``, see :mod:`petrec.debias`), self-normalised per batch; ctr and rating models."""
 
     def __post_init__(self) -> None:
         positive = ("epochs", "batch_size", "eval_batch_size", "grad_accum_steps", "log_every_steps")
@@ -227,12 +232,6 @@ def _trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
     }
 
 
-def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=float), encoding="utf-8")
-    os.replace(tmp, path)
-
-
 class _Logger:
     """Per-step metrics to ``train_log.jsonl`` (main process) and to Accelerate trackers."""
 
@@ -320,6 +319,7 @@ def train(
         else:
             best_state = _trainable_state(accelerator.unwrap_model(model))
     metric_name = cfg.metric_for_best
+    task = _weighted_task(accelerator.unwrap_model(model)) if cfg.ips_weighting else ""
     stopped_early = False
     budget_hit = False
 
@@ -345,7 +345,7 @@ def train(
         accelerator.save_state(str(tmp))
         _save_rng(tmp, accelerator.process_index)
         if accelerator.is_main_process:
-            _write_json(tmp / STATE_FILE, state)
+            write_json_atomic(tmp / STATE_FILE, state)
             if ckpt_dir.exists():
                 shutil.rmtree(ckpt_dir)
             os.replace(tmp, ckpt_dir)
@@ -370,9 +370,8 @@ def train(
             best_state = _trainable_state(accelerator.unwrap_model(model))
             if accelerator.is_main_process:
                 # Kept on disk too, so a resumed run ends on the same best weights.
-                tmp = best_file.with_suffix(".tmp")
-                save_file(best_state, str(tmp))
-                os.replace(tmp, best_file)
+                with atomic_path(best_file) as tmp:
+                    save_file(best_state, str(tmp))
             if save_best is not None and accelerator.is_main_process:
                 save_best(accelerator.unwrap_model(model), out_dir / BEST_DIR)
             return False
@@ -399,8 +398,10 @@ def train(
                 _restore_rng(ckpt_dir, accelerator.process_index)
                 resumed_mid_epoch = False
             with accelerator.accumulate(model):
+                weights = _pop_ips_weights(batch) if cfg.ips_weighting else None
                 out = model(**batch)
-                accelerator.backward(out.loss)
+                loss_t = out.loss if weights is None else weighted_loss(out.logits, batch["labels"], weights, task)
+                accelerator.backward(loss_t)
                 if accelerator.sync_gradients and cfg.max_grad_norm > 0:
                     accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
                 optimizer.step()
@@ -414,7 +415,7 @@ def train(
             step = state["global_step"]
             progress.update(1)
             if step % cfg.log_every_steps == 0:
-                loss = accelerator.reduce(out.loss.detach(), reduction="mean").item()
+                loss = accelerator.reduce(loss_t.detach(), reduction="mean").item()
                 logger.log(step, {"train/loss": loss, "train/lr": scheduler.get_last_lr()[0]})
                 progress.set_postfix(loss=f"{loss:.4f}")
             if valid_loader is not None and cfg.eval_every_steps and step % cfg.eval_every_steps == 0:
@@ -464,6 +465,23 @@ def train(
         wall_seconds=time.perf_counter() - start_wall,
         peak_memory=_peak_memory(accelerator),
     )
+
+
+def _weighted_task(model: nn.Module) -> str:
+    """The task whose loss ``train.ips_weighting`` reweights (a petrec behaviour model's ``cfg.task``)."""
+    task = getattr(getattr(model, "cfg", None), "task", None)
+    if task not in ("ctr", "rating"):
+        raise ValueError(f"train.ips_weighting needs a ctr or rating behaviour model, got "
+                         f"{type(model).__name__} with task {task!r}")
+    return task
+
+
+def _pop_ips_weights(batch: dict[str, Any]) -> torch.Tensor:
+    try:
+        return batch.pop("ips_weight")
+    except KeyError:
+        raise KeyError("train.ips_weighting: the training batches carry no 'ips_weight' (the recipe adds it "
+                       "with petrec.data.exposure.annotate_splits(..., train_weights=True))") from None
 
 
 def _save_rng(folder: Path, rank: int) -> None:

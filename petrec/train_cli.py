@@ -5,43 +5,22 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import os
-import runpy
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import petrec
-
-RECIPE_ENV = "PETREC_RECIPES"
-
-
-def recipe_path(name: str = "finetune.py") -> Path:
-    """Locate a recipe: ``$PETREC_RECIPES`` or the ``recipes/`` folder of this checkout."""
-    folder = Path(os.environ.get(RECIPE_ENV) or Path(petrec.__file__).resolve().parents[1] / "recipes")
-    path = folder / name
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"recipe {name} not found in {folder}: run from a petrec checkout (pip install -e .) "
-            f"or set {RECIPE_ENV} to the recipes folder"
-        )
-    return path
+from petrec.files import atomic_path, write_text_atomic
 
 
 def _train(args: argparse.Namespace) -> int:
-    path = recipe_path()
-    argv = [str(path), *(["--config", args.config] if args.config else []), *args.overrides]
-    old = sys.argv
-    sys.argv = argv
+    from petrec.recipes import finetune
+
     try:
-        runpy.run_path(str(path), run_name="__main__")
-    except SystemExit as exc:  # the recipe exits with a message on config errors
-        if exc.code not in (None, 0):
-            print(exc.code if isinstance(exc.code, str) else f"exit {exc.code}", file=sys.stderr)
-            return 2
-    finally:
-        sys.argv = old
+        finetune.main([*(["--config", args.config] if args.config else []), *args.overrides])
+    except finetune.RECIPE_ERRORS as exc:  # one line, no traceback
+        print(f"petrec train: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -77,6 +56,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     from petrec.collate import BehaviourCollator
     from petrec.data import prepare, tokenize_examples
+    from petrec.data.exposure import annotate_splits
+    from petrec.debias import DEBIAS_COLUMNS
     from petrec.evaluation import evaluator_for
 
     run = _load(args)
@@ -87,8 +68,10 @@ def _evaluate(args: argparse.Namespace) -> int:
     data = prepare(run.data)
     split = tokenize_examples(data.splits[args.split], run.tokenizer, max_length=run.max_length,
                               items=data.items, template=run.data.template, task=run.model_cfg.task)
+    # the run's debiased metrics and groups too (valid / test, as in its metrics.json)
+    split = annotate_splits({args.split: split}, data, run.data, run.debias)[args.split]
     collate = BehaviourCollator(run.model_cfg.task, run.tokenizer.pad_token_id, run.tokenizer.padding_side)
-    cols = [c for c in ("input_ids", "label", "rating") if c in split.column_names]
+    cols = [c for c in ("input_ids", "label", "rating", *DEBIAS_COLUMNS) if c in split.column_names]
     accelerator = Accelerator()
     loader = accelerator.prepare(DataLoader(split.select_columns(cols), batch_size=args.batch_size,
                                             collate_fn=collate))
@@ -118,23 +101,17 @@ def _predict(args: argparse.Namespace) -> int:
                                 if c in frame.columns])
     frame[column] = score_examples(run, examples, items=data.items, batch_size=args.batch_size)
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_path(out) as tmp:
         frame.to_csv(tmp, index=False)
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     print(f"wrote {len(frame)} predictions to {out}")
     return 0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``train``, ``evaluate`` and ``predict`` to the ``petrec`` command."""
+    """Add ``train``, ``evaluate``, ``predict`` and ``explain`` to the ``petrec`` command."""
     p = subparsers.add_parser(
-        "train", help="fine-tune a behaviour model (runs recipes/finetune.py in this process)",
-        description="Same as `accelerate launch recipes/finetune.py`; extra --a.b VALUE flags override the config.",
+        "train", help="fine-tune a behaviour model (runs petrec.recipes.finetune in this process)",
+        description="Same as `accelerate launch -m petrec.recipes.finetune`; extra --a.b VALUE flags override the config.",
     )
     p.add_argument("--config", help="YAML config (default: the quick-start)")
     p.set_defaults(func=_train, overrides=[])
@@ -152,3 +129,55 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             q.add_argument("--csv", help="CSV with user_id, history_item_ids, [history_labels], item_id")
             q.add_argument("--out", required=True, help="output CSV (written atomically)")
         q.set_defaults(func=_one_line_errors(name, func))
+    register_explain(subparsers)
+
+
+def _explain(args: argparse.Namespace) -> int:
+    import datasets
+
+    from petrec.data import prepare
+    from petrec.runs import load_run, read_candidates_csv
+
+    run = load_run(args.run, data_dir=args.data_dir)
+    if run.model_cfg.task not in ("ctr", "rating"):
+        print(f"petrec explain: {args.run} is a {run.model_cfg.task} run; explanations are for ctr and rating runs",
+              file=sys.stderr)
+        return 2
+    data = prepare(run.data)
+    if args.csv:
+        examples = datasets.Dataset.from_pandas(read_candidates_csv(args.csv), preserve_index=False)
+    else:
+        split = data.splits[args.split]
+        bad = [r for r in args.rows if not 0 <= r < len(split)]
+        if bad:
+            print(f"petrec explain: --rows {bad[0]} is outside the {args.split} split's {len(split)} examples",
+                  file=sys.stderr)
+            return 2
+        examples = split.select(args.rows)
+    from petrec.explain import explain_examples
+
+    found = explain_examples(run, examples, items=data.items, batch_size=args.batch_size)
+    text = json.dumps([e.to_dict() for e in found], indent=2)
+    if args.out:
+        write_text_atomic(args.out, text + "\n")
+        print(f"wrote {len(found)} explanations to {args.out}")
+    else:
+        print(text)
+    return 0
+
+
+def register_explain(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``petrec explain`` (:mod:`petrec.explain`)."""
+    helptext = "explain a ctr / rating run's scores: each history item's occlusion effect (+ the prior's share)"
+    q = subparsers.add_parser("explain", help=helptext, description=(
+        f"{helptext}. effect = score with the full history - score without that item (probability for "
+        "ctr, rating for rating); items are ranked by |effect|. Prints a JSON list, one entry per example."))
+    q.add_argument("--run", required=True, help="run folder written by the recipe (config.yaml + adapter/)")
+    q.add_argument("--split", default="test", choices=["train", "valid", "test"])
+    q.add_argument("--rows", type=int, nargs="+", default=[0], help="example positions in the split (default 0)")
+    q.add_argument("--csv", help="explain these rows instead: CSV with user_id, history_item_ids, "
+                                 "[history_labels], item_id (as petrec predict --csv)")
+    q.add_argument("--data-dir", help="data folder if it moved since training (else the run's / $PETREC_DATA_DIR)")
+    q.add_argument("--batch-size", type=int, default=64)
+    q.add_argument("--out", help="write the JSON here instead of printing it")
+    q.set_defaults(func=_one_line_errors("explain", _explain))

@@ -16,7 +16,7 @@ Memory, measured like for like for every method:
 * CUDA: ``torch.cuda.max_memory_allocated`` / ``max_memory_reserved`` over training,
   peaks reset after the model is on the device.
 
-Written here rather than through ``recipes/finetune.py`` because E1 needs model shapes
+Written here rather than through the finetune recipe because E1 needs model shapes
 with random weights and a fixed, data-independent batch.
 """
 
@@ -27,7 +27,6 @@ import ctypes
 import gc
 import json
 import math
-import os
 import shutil
 import sys
 import time
@@ -36,6 +35,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from petrec.bench.system import dir_bytes, reset_peak_rss, rss_mb
+from petrec.files import write_json_atomic
 
 #: BERT shapes with random weights (transformers ``BertConfig`` fields).
 SHAPES: dict[str, dict[str, int]] = {
@@ -255,9 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     metrics = measure(cfg)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tmp = out / "metrics.json.tmp"
-    tmp.write_text(json.dumps(metrics, indent=2, default=float), encoding="utf-8")
-    os.replace(tmp, out / "metrics.json")
+    write_json_atomic(out / "metrics.json", metrics, default=float)
     keys = ("trainable_params", "train_samples_per_s", "inference_samples_per_s")
     print(json.dumps({k: metrics[k] for k in keys} | {"peak_memory": metrics["peak_memory"]}, default=float))
     return 0

@@ -11,7 +11,6 @@ plot whose numbers are all missing is skipped rather than drawn empty.
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from petrec.bench.aggregate import lower_is_better
+from petrec.files import atomic_path
 
 
 def _plt() -> Any:
@@ -31,9 +31,8 @@ def _plt() -> Any:
 
 
 def _save(fig: Any, path: Path) -> None:
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight")
 
 
 def _k_sort(label: str) -> float:

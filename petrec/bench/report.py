@@ -17,8 +17,10 @@ from typing import Any
 import pandas as pd
 
 from petrec.bench.aggregate import k_label, lower_is_better, runs_frame, summarize
+from petrec.bench.beyond import beyond_accuracy_lines
 from petrec.bench.runner import load_meta, load_records
-from petrec.bench.system import SHARED_CPU_SHARE, describe_machine, write_text_atomic
+from petrec.bench.system import SHARED_CPU_SHARE, describe_machine
+from petrec.files import atomic_path, write_text_atomic
 
 MISSING = "—"
 #: Marks a speed cell averaging a run measured on a shared CPU (see "Runs that shared the CPU").
@@ -275,6 +277,8 @@ def render(summary: pd.DataFrame, runs: pd.DataFrame, meta: dict[str, Any], styl
                         rows.append([f"{label} (published, not run here)", MISSING, MISSING, f"{values[k]:.4f}",
                                      *[MISSING] * (len(headers) - 4)])
                 out += [format_table(headers, rows, style), ""]
+                out += beyond_accuracy_lines(runs, {"table": table, "variant": variant, "k_label": k}, metric, order,
+                                             style, f"{h3}{name}: beyond accuracy")
         for name in plots.get(str(table), []):
             out += [f"![{Path(name).stem}]({name})" if style == "md" else f"plot: {name}", ""]
     missing = coverage(runs, meta)
@@ -414,9 +418,8 @@ def build_report(results_dir: str | os.PathLike[str], *, make_plots: bool = True
 
         plots = _plots(summary, results / "plots", meta)
     for name, frame in (("runs.csv", runs), ("summary.csv", summary)):
-        tmp = results / f"{name}.tmp"
-        frame.to_csv(tmp, index=False)
-        os.replace(tmp, results / name)
+        with atomic_path(results / name) as tmp:
+            frame.to_csv(tmp, index=False)
     text_md = render(summary, runs, meta, "md", {t: [f"plots/{p}" for p in ps] for t, ps in plots.items()})
     write_text_atomic(results / "REPORT.md", text_md + _extra_notes(results))
     return results / "REPORT.md", render(summary, runs, meta, "text")

@@ -40,16 +40,16 @@ from petrec.bench.system import (
     machine,
     machine_cpu_seconds,
     versions,
-    write_json_atomic,
-    write_text_atomic,
+    write_record,
 )
 from petrec.config import read_yaml
+from petrec.files import write_text_atomic
 
-#: THE one place that says how a run is started. ``{python}`` = this interpreter, ``{recipe}`` =
-#: ``recipes/finetune.py`` as ``petrec train`` finds it ($PETREC_RECIPES or the checkout).
+#: THE one place that says how a run is started. ``{python}`` = this interpreter; both kinds run a
+#: module of the installed package, so a non-editable install needs no checkout.
 #: A suite's ``command`` replaces the entry for its kind (``{repo}`` = the checkout root).
 DEFAULT_COMMANDS: dict[str, list[str]] = {
-    "finetune": ["{python}", "{recipe}"],
+    "finetune": ["{python}", "-m", "petrec.recipes.finetune"],
     "efficiency": ["{python}", "-m", "petrec.bench.efficiency"],
 }
 #: Flag that names the run's output folder, per kind.
@@ -60,7 +60,7 @@ RUNS_DIR, WORK_DIR = "runs", "_work"
 
 
 class BenchError(RuntimeError):
-    """The harness itself cannot proceed (bad results folder, missing recipe)."""
+    """The harness itself cannot proceed (bad results folder)."""
 
 
 @dataclass
@@ -84,26 +84,10 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def _recipe() -> str:
-    from petrec.train_cli import recipe_path
-
-    try:
-        return str(recipe_path())
-    except FileNotFoundError as exc:
-        raise BenchError(f"{exc}; or give the suite a 'command'") from None
-
-
 def build_command(suite: SuiteConfig, spec: RunSpec, config_path: Path, out_dir: Path) -> list[str]:
-    """The argv of one run: command prefix + ``--config <run_config.yaml>`` + output folder flag.
-
-    Raises:
-        BenchError: The fine-tuning recipe cannot be found.
-    """
+    """The argv of one run: command prefix + ``--config <run_config.yaml>`` + output folder flag."""
     prefix = suite.command or DEFAULT_COMMANDS[spec.kind]
-    argv = []
-    for part in prefix:
-        part = part.replace("{python}", sys.executable).replace("{repo}", str(REPO_ROOT))
-        argv.append(part.replace("{recipe}", _recipe()) if "{recipe}" in part else part)
+    argv = [part.replace("{python}", sys.executable).replace("{repo}", str(REPO_ROOT)) for part in prefix]
     return [*argv, "--config", str(config_path), OUTPUT_FLAGS[spec.kind], str(out_dir)]
 
 
@@ -370,7 +354,7 @@ def run_suite(
     meta = {"command": command, "suite": suite.name, "started_at": invocation["started_at"], "finished_at": None,
             "machine": env_info["machine"], "git": env_info["git"], "versions": env_info["versions"],
             "invocations": [*previous.get("invocations", []), invocation]}
-    write_json_atomic(meta_path, meta)
+    write_record(meta_path, meta)
     if jobs < 1:
         raise BenchError(f"jobs must be >= 1, got {jobs}")
     env_info = {**env_info, "concurrent_jobs": jobs}
@@ -395,7 +379,7 @@ def run_suite(
         i, spec, tag = item
         progress(f"{tag}: running …")
         record = execute(suite, spec, results, env_info)
-        write_json_atomic(runs_dir / f"{spec.run_id}.json", record)
+        write_record(runs_dir / f"{spec.run_id}.json", record)
         progress(f"{tag}: {_summary(record)}")
         return i, record
 
@@ -413,7 +397,7 @@ def run_suite(
     if invocation not in merged:
         merged.append(invocation)
     meta.update(finished_at=invocation["finished_at"], invocations=merged)
-    write_json_atomic(meta_path, meta)
+    write_record(meta_path, meta)
     return [records[i] for i in sorted(records)]
 
 

@@ -6,7 +6,6 @@ process of a suite stays light; CUDA details come from torch only when it is imp
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import platform
@@ -14,6 +13,8 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from petrec.files import write_json_atomic
 
 #: Distributions whose versions every result records.
 VERSIONED = ("petrec", "torch", "transformers", "peft", "accelerate", "bitsandbytes", "datasets",
@@ -220,21 +221,9 @@ def dir_bytes(path: Path) -> int | None:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON via a temp file in the same folder and ``os.replace`` (never half-written)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    text = json.dumps(clean_floats(data), indent=2, allow_nan=False, default=_jsonable)
-    tmp.write_text(text + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write text via a temp file in the same folder and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+def write_record(path: Path, data: Any) -> None:
+    """Write a benchmark record as strict JSON (NaN / ±inf → null, numpy scalars → numbers), atomically."""
+    write_json_atomic(path, clean_floats(data), allow_nan=False, default=_jsonable)
 
 
 def clean_floats(obj: Any) -> Any:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from petrec.data.errors import DataError
+from petrec.files import write_json_atomic
 
 #: Columns of the feature vector, in order. No per-user statistics: under P1 the test users are
 #: not in the training block, so a user's training mean is informative on every training row and
@@ -183,9 +183,7 @@ class BehaviourStats:
     def save(self, folder: str | Path) -> Path:
         """Write :data:`STATS_FILE` into ``folder`` atomically (temporary file, then rename)."""
         path = Path(folder) / STATS_FILE
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        tmp.write_text(json.dumps(self.to_json()), encoding="utf-8")
-        os.replace(tmp, path)
+        write_json_atomic(path, self.to_json(), indent=None)
         return path
 
     @classmethod

@@ -6,9 +6,15 @@ pretrained text encoder has something to recognise. Exposure is popularity-skewe
 tilted towards liked genres; ratings are personal taste + a population-wide genre effect +
 item quality + noise, rounded to 1..5.
 The same arguments give byte-identical tables.
+
+:func:`exposure_world` is a second, smaller world for debiased evaluation: it knows every user's
+like probability for every item, so it can draw both a logged (popularity-exposed) sample and an
+unbiased one (every item shown uniformly at random) to check an estimator against the truth.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -114,3 +120,101 @@ def synthetic_world(seed: int = 0, n_users: int = 300, n_items: int = 300, mean_
     })
     item_df["text"] = item_df["title"] + ". Genres: " + item_df["genres"].str.replace("|", ", ") + "."
     return Tables(inter, item_df, Source(f"synthetic(seed={seed})", unit="row"), rating_range=(1.0, 5.0))
+
+
+@dataclass
+class ExposureWorld:
+    """Ground truth for debiased evaluation: what users like, and what a recommender shows them.
+
+    Preference comes from genre taste (plus a popularity-linked item appeal: popular items are
+    liked somewhat more, as in real logs); exposure of the logging recommender comes from item
+    popularity alone (``exposure_taste=0``) or also leans towards each user's liked genres. The
+    same world draws a **logged** sample (impressions as the recommender chose them: what every
+    real data set is) and an **unbiased** one (impressions uniformly at random over the
+    catalogue), both labelled by the same like probabilities.
+
+    Attributes:
+        like: ``(n_users, n_items)`` probability that the user likes the item once shown.
+        preference: ``(n_users, n_items)`` genre affinity, > 0 for liked genres, about -1 for
+            ignored ones (the signal a good model learns).
+        exposure: ``(n_users, n_items)`` share of the user's logged impressions each item gets
+            (rows sum to 1).
+        popularity: ``(n_items,)`` popularity of each item (Zipf-like, largest 1).
+    """
+
+    like: np.ndarray
+    preference: np.ndarray
+    exposure: np.ndarray
+    popularity: np.ndarray
+
+    def impressions(self, per_user: int, *, seed: int, uniform: bool = False) -> pd.DataFrame:
+        """Labelled impressions: ``per_user`` distinct items shown to every user.
+
+        Args:
+            per_user: Impressions per user (at most the catalogue size).
+            seed: Seed of this draw (labels included).
+            uniform: Show items uniformly at random (the unbiased set) instead of as the
+                logging recommender does.
+
+        Returns:
+            Columns ``user`` and ``item`` (int codes), ``label`` (0/1), one row per impression.
+        """
+        n_users, n_items = self.like.shape
+        if not 0 < per_user <= n_items:
+            raise ValueError(f"per_user={per_user}: expected 1..{n_items} (the catalogue size)")
+        rng = np.random.default_rng([seed, 2])
+        # Gumbel top-k == sampling without replacement in proportion to the weights.
+        logits = np.log(np.full(n_items, 1.0 / n_items) if uniform else self.exposure)
+        keys = logits + rng.gumbel(size=(n_users, n_items))
+        items = np.argpartition(-keys, per_user - 1, axis=1)[:, :per_user].reshape(-1)
+        users = np.repeat(np.arange(n_users), per_user)
+        labels = (rng.random(items.size) < self.like[users, items]).astype(np.int64)
+        return pd.DataFrame({"user": users, "item": items, "label": labels})
+
+    def targets(self, per_user: int, *, seed: int, uniform: bool = False) -> pd.DataFrame:
+        """Held-out next items: liked impressions, ``per_user`` per user (with replacement).
+
+        An item is drawn in proportion to (its exposure) x (its like probability): the first liked
+        item of an impression stream, logged or uniform.
+
+        Returns:
+            Columns ``user`` and ``item`` (int codes).
+        """
+        n_users, n_items = self.like.shape
+        rng = np.random.default_rng([seed, 3])
+        mass = self.like * (1.0 if uniform else self.exposure)
+        cdf = np.cumsum(mass / mass.sum(axis=1, keepdims=True), axis=1)
+        draws = rng.random((n_users, per_user))
+        items = np.minimum((cdf[:, None, :] < draws[:, :, None]).sum(axis=2), n_items - 1)
+        return pd.DataFrame({"user": np.repeat(np.arange(n_users), per_user), "item": items.reshape(-1)})
+
+
+def exposure_world(seed: int = 0, n_users: int = 500, n_items: int = 400, n_genres: int = 8, *,
+                   zipf: float = 1.0, appeal: float = 0.8, taste: float = 1.5,
+                   exposure_taste: float = 0.0) -> ExposureWorld:
+    """Generate an :class:`ExposureWorld`.
+
+    Args:
+        seed: Seed of everything.
+        n_users: Users.
+        n_items: Items.
+        n_genres: Genres, one per item.
+        zipf: Popularity of the item of popularity rank r is ``r^-zipf``; exposure follows it.
+        appeal: Log-odds of liking per standard deviation of log popularity (popular items are
+            liked more; 0 = popularity says nothing about liking).
+        taste: Log-odds weight of the genre affinity.
+        exposure_taste: Exposure multiplier ``exp(exposure_taste * tanh(affinity))``; 0 = the
+            recommender shows by popularity alone (what item-popularity propensities assume).
+    """
+    rng = np.random.default_rng(seed)
+    genre = rng.integers(0, n_genres, size=n_items)
+    member = np.zeros((n_items, n_genres))
+    member[np.arange(n_items), genre] = 1.0
+    preference = rng.dirichlet(np.full(n_genres, 0.3), size=n_users) @ member.T * n_genres - 1.0
+    popularity = 1.0 / (rng.permutation(n_items) + 1.0) ** zipf
+    log_pop = np.log(popularity)
+    item_appeal = appeal * (log_pop - log_pop.mean()) / log_pop.std()
+    like = 1.0 / (1.0 + np.exp(-(taste * np.tanh(preference) + item_appeal - 0.5)))
+    exposure = popularity[None, :] * np.exp(exposure_taste * np.tanh(preference))
+    return ExposureWorld(like=like, preference=preference,
+                         exposure=exposure / exposure.sum(axis=1, keepdims=True), popularity=popularity)

@@ -38,7 +38,6 @@ are opaque ``torch.classes`` objects that safetensors cannot store without our o
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import secrets
@@ -60,7 +59,6 @@ from petrec.deploy.load import (  # re-exported: export.py was one module before
     item_names,
     load_export,
     read_catalogue,
-    read_export_config,
     score_requests,
 )
 from petrec.deploy.manifest import (
@@ -75,8 +73,8 @@ from petrec.deploy.manifest import (
     Manifest,
     base_fingerprint,
     file_sha256,
-    read_json_object,
 )
+from petrec.files import read_json_object, write_json_atomic
 from petrec.methods.registry import get_method
 from petrec.models import BehaviourModel
 
@@ -89,7 +87,6 @@ __all__ = [
     "item_names",
     "load_export",
     "read_catalogue",
-    "read_export_config",
     "remove_stale",
     "score_requests",
 ]
@@ -151,17 +148,13 @@ def _save_head(model: BehaviourModel, folder: Path) -> None:
     save_file(tensors, str(folder / HEAD_FILE), metadata={"format": "pt"})
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-
-
 def _write_merged(model: BehaviourModel, tokenizer: Any, folder: Path) -> None:
     """Merged backbone (``save_pretrained``, safetensors) + tokenizer + head."""
     folder.mkdir()
     model.backbone.save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
     _save_head(model, folder)
-    _write_json(folder / VARIANT_META, {"variant": "merged", "is_decoder": model.is_decoder})
+    write_json_atomic(folder / VARIANT_META, {"variant": "merged", "is_decoder": model.is_decoder})
 
 
 def _write_quantized(model: BehaviourModel, tokenizer: Any, kind: str, folder: Path) -> None:
@@ -178,7 +171,7 @@ def _write_quantized(model: BehaviourModel, tokenizer: Any, kind: str, folder: P
     model.backbone.config.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     _save_head(model, folder)
-    _write_json(
+    write_json_atomic(
         folder / VARIANT_META,
         {
             "variant": kind,
@@ -341,7 +334,7 @@ def export_run(
     """Export a finished training run for serving.
 
     Args:
-        run_dir: A run folder written by ``recipes/finetune.py`` (config.yaml, adapter/,
+        run_dir: A run folder written by :mod:`petrec.recipes.finetune` (config.yaml, adapter/,
             metrics.json).
         out_dir: The export folder to create (written via a temporary sibling, then renamed).
         name: Export name for the manifest (default: the run folder's name).
@@ -374,7 +367,7 @@ def export_run(
         run_path / "config.yaml"
     ).is_file():  # refuse before loading the model
         _check_mergeable(
-            read_run_config(run_path, data_dir)[1].method,
+            read_run_config(run_path, data_dir).model.method,
             run_path,
             "merged/" if merged else f"quantized-{kinds[0]}/",
         )

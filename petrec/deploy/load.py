@@ -19,7 +19,6 @@ import pandas as pd
 import torch
 from torch import nn
 
-from petrec.data import DataConfig
 from petrec.deploy.manifest import (
     HEAD_FILE,
     MANIFEST_FILE,
@@ -27,11 +26,10 @@ from petrec.deploy.manifest import (
     WEIGHTS_FILE,
     ExportError,
     base_fingerprint,
-    check_safetensors,
-    read_json_object,
     verify_export,
 )
-from petrec.models import BehaviourModel, ModelConfig, is_decoder_config, load_tokenizer
+from petrec.files import check_safetensors, read_json_object
+from petrec.models import BehaviourModel, is_decoder_config, load_tokenizer
 from petrec.models.build import drop_pooler
 from petrec.runs import (
     TrainedRun,
@@ -42,18 +40,10 @@ from petrec.runs import (
     score_token_ids,
 )
 
-__all__ = ["item_names", "load_export", "read_catalogue", "read_export_config", "score_requests"]
+__all__ = ["item_names", "load_export", "read_catalogue", "score_requests"]
 
 
 # ----------------------------------------------------------------------------- loading
-
-
-def read_export_config(
-    export_dir: str | os.PathLike[str], data_dir: str | None = None
-) -> tuple[DataConfig, ModelConfig, int]:
-    """The export's ``config.yaml`` (the run's, copied) as ``(DataConfig, ModelConfig,
-    max_length)``: :func:`petrec.runs.read_run_config`."""
-    return read_run_config(export_dir, data_dir)
 
 
 def _load_head(model: BehaviourModel, folder: Path) -> None:
@@ -224,7 +214,8 @@ def load_export(
             f"it has {sorted(present)}"
         )
     sub = folder / present[variant]
-    data_cfg, model_cfg, max_length = read_export_config(folder, data_dir)
+    cfg = read_run_config(folder, data_dir)  # the run's config.yaml, copied into the export
+    model_cfg = cfg.model
     if variant == "adapter":
         check_adapter_folder(sub)  # before the base model loads
         found = base_fingerprint(manifest.base_model)
@@ -261,7 +252,7 @@ def load_export(
     model.eval()
     if device is not None:
         model.to(device)
-    return TrainedRun(folder, data_cfg, model_cfg, model, tokenizer, max_length)
+    return TrainedRun(folder, cfg.data, model_cfg, model, tokenizer, cfg.max_length)
 
 
 def read_catalogue(export_dir: str | os.PathLike[str]) -> pd.DataFrame:

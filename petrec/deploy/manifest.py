@@ -16,19 +16,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from petrec.files import check_safetensors
+
 __all__ = [
     "FORMAT",
     "MANIFEST_FILE",
-    "METHODS",
     "QUANTIZED",
     "TASKS",
     "VERSION",
     "Manifest",
     "ManifestError",
     "base_fingerprint",
-    "check_safetensors",
     "file_sha256",
-    "read_json_object",
     "read_manifest",
     "verify_export",
 ]
@@ -37,7 +36,6 @@ FORMAT = "petrec-export"
 VERSION = 1
 MANIFEST_FILE = "manifest.json"
 TASKS = ("ctr", "rating", "next_item")
-METHODS = ("lora", "dora", "ia3", "prompt", "prefix", "adapter", "qlora", "bitfit", "head", "full")
 QUANTIZED = ("int8", "nf4")
 #: Variants ``petrec.deploy.load.load_export`` accepts, and the files of an export folder.
 VARIANTS = ("adapter", "merged", *QUANTIZED)
@@ -66,73 +64,6 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
-def read_json_object(path: str | os.PathLike[str], error: type[ValueError] = ManifestError,
-                     what: str = "a JSON object") -> dict[str, Any]:
-    """Read a JSON file that must hold an object, with one-line errors that name the file.
-
-    Args:
-        path: The file.
-        error: The exception class to raise.
-        what: What the file should be, for the message (e.g. ``"the adapter's petrec metadata"``).
-
-    Raises:
-        error: Missing, not UTF-8, not JSON (truncated?) or not an object.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise error(f"{path}: file is missing; expected {what}")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as exc:
-        raise error(f"{path}: not UTF-8 text (byte offset {exc.start}); expected {what}") from None
-    except json.JSONDecodeError as exc:
-        raise error(f"{path}: not valid JSON ({exc}; truncated?); expected {what}") from None
-    if not isinstance(data, dict):
-        raise error(f"{path}: holds a JSON {type(data).__name__}; expected {what}")
-    return data
-
-
-def check_safetensors(path: str | os.PathLike[str], error: type[ValueError] = ManifestError) -> None:
-    """Check that a safetensors file is whole, reading only its header.
-
-    A safetensors file is an 8-byte little-endian header length, a JSON header that gives every
-    tensor's byte range, then the tensor bytes; a complete file ends exactly where the last range
-    does. This catches a truncated or corrupt file with a message naming it, where safetensors
-    itself raises a ``SafetensorError`` that names no file.
-
-    Args:
-        path: The file.
-        error: The exception class to raise (``AdapterLoadError`` for an adapter folder, ...).
-
-    Raises:
-        error: The file is missing, shorter than its header says, has bytes after the last
-            tensor, or its header is not a safetensors JSON header.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise error(f"{path}: file is missing; expected a safetensors file")
-    size = path.stat().st_size
-    expect = "expected a complete safetensors file (8-byte header length, JSON header, tensor data)"
-    with open(path, "rb") as fh:
-        head = fh.read(8)
-        if len(head) < 8:
-            raise error(f"{path}: truncated: {size} bytes; {expect}")
-        n = int.from_bytes(head, "little")
-        if n > size - 8:
-            raise error(f"{path}: truncated or not safetensors: the header length says {n} bytes but "
-                        f"only {size - 8} follow; {expect}")
-        try:
-            header = json.loads(fh.read(n))
-            ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"]
-        except (ValueError, TypeError, KeyError, IndexError, AttributeError):
-            raise error(f"{path}: corrupt safetensors header (not a JSON map of tensors with "
-                        f"data_offsets); {expect}") from None
-    want = 8 + n + max(ends, default=0)
-    if size != want:
-        what = "truncated" if size < want else "has extra bytes"
-        raise error(f"{path}: {what}: {size} bytes, its header says {want}; {expect}")
-
-
 def _weight_signature(folder: Path) -> list[tuple[str, list[int], str]]:
     """Sorted ``(name, shape, dtype)`` of every tensor in the folder's safetensors files.
 
@@ -148,7 +79,7 @@ def _weight_signature(folder: Path) -> list[tuple[str, list[int], str]]:
         )
     out: list[tuple[str, list[int], str]] = []
     for path in files:
-        check_safetensors(path)
+        check_safetensors(path, ManifestError)
         with safe_open(str(path), framework="pt") as fh:
             for key in fh.keys():  # noqa: SIM118 - safe_open is not a mapping
                 sl = fh.get_slice(key)
@@ -305,6 +236,8 @@ def _validate(m: Manifest, where: str) -> None:
         value = getattr(m, key)
         if not isinstance(value, str) or not value:
             raise _fail(where, key, "a non-empty string", value)
+    from petrec.methods.registry import METHODS  # lazy: this module's own imports stay light
+
     if m.method not in METHODS:
         raise _fail(where, "method", f"one of {list(METHODS)}", m.method)
     if m.task not in TASKS:

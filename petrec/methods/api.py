@@ -210,7 +210,7 @@ def disable_adapter(model: nn.Module) -> Iterator[nn.Module]:
         PetrecMethodError: The active method (``full``, ``bitfit``) changed base weights in place.
     """
     state = get_state(model)
-    inplace = [r.method for r in state.adapters.values() if r.method in ("full", "bitfit")]
+    inplace = [r.method for r in state.adapters.values() if get_method(r.method).writes_base]
     if inplace:
         raise PetrecMethodError(f"method {inplace[0]!r} trains base weights in place; it cannot be disabled")
     previous = state.active

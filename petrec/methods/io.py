@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from petrec.files import atomic_path, write_json_atomic
 from petrec.methods.discovery import fingerprint
 from petrec.methods.errors import AdapterLoadError, PetrecMethodError
 from petrec.methods.registry import METHODS, get_method
@@ -28,8 +28,6 @@ META_FILE = "petrec_adapter.json"
 PEFT_CONFIG_FILE = "adapter_config.json"
 FORMAT_VERSION = 1
 PEFT_PREFIX = "base_model.model."
-#: Methods whose targets are chosen by the user (others take no ``targets=``).
-_TARGETED = ("lora", "dora", "ia3", "qlora", "adapter")
 
 
 def _file_key(param_name: str, adapter: str) -> str:
@@ -49,17 +47,6 @@ def _peft_tensors(model: nn.Module, adapter: str) -> dict[str, torch.Tensor]:
 
     sd = get_peft_model_state_dict(model, adapter_name=adapter)
     return {PEFT_PREFIX + k: v for k, v in sd.items()}
-
-
-def _write_atomic(folder: Path, name: str, write: Any) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, folder / name)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_adapter(model: nn.Module, out_dir: str | os.PathLike[str], adapter_name: str | None = None) -> Path:
@@ -96,15 +83,16 @@ def save_adapter(model: nn.Module, out_dir: str | os.PathLike[str], adapter_name
     }
     folder = Path(out_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    _write_atomic(folder, TENSORS_FILE, lambda p: save_file(tensors, p, metadata={"format": "pt"}))
+    with atomic_path(folder / TENSORS_FILE) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": "pt"})
     if spec.peft_native:
         cfg = model.peft_config[name].to_dict()
         cfg["base_model_name_or_path"] = getattr(getattr(model, "config", None), "name_or_path", None)
         cfg = {k: sorted(v) if isinstance(v, set) else v for k, v in cfg.items()}
-        _write_atomic(folder, PEFT_CONFIG_FILE, lambda p: Path(p).write_text(json.dumps(cfg, indent=2, default=str)))
+        write_json_atomic(folder / PEFT_CONFIG_FILE, cfg, default=str)
     else:  # a peft config left from an earlier save would describe other tensors
         (folder / PEFT_CONFIG_FILE).unlink(missing_ok=True)
-    _write_atomic(folder, META_FILE, lambda p: Path(p).write_text(json.dumps(meta, indent=2)))
+    write_json_atomic(folder / META_FILE, meta)
     return folder
 
 
@@ -171,7 +159,7 @@ def load_adapter(
         detail = ", ".join(f"{k}: saved {a!r} vs given {b!r}" for k, (a, b) in diff.items())
         raise AdapterLoadError(f"{where}: base model does not match the one the adapter was trained on ({detail})")
     name = adapter_name or meta.get("adapter_name") or "default"
-    targets = meta["targets"] if meta["method"] in _TARGETED else None
+    targets = meta["targets"] if get_method(meta["method"]).takes_targets else None
     try:
         attach(base_model, meta["method"], targets=targets, head=meta["head"] or [],
                quantize=meta.get("quantize"), adapter_name=name, **meta["options"])

@@ -1,6 +1,9 @@
 """The one registry of PEFT methods: name → :class:`MethodSpec`.
 
-Adding a method = one module with an options dataclass and an ``apply_*`` function, one line
+Every fact about a method that another module needs (can it be merged, does it write the base
+weights, does it take target modules, does it imply a quantized base) is a field of its spec;
+no module outside ``petrec.methods`` spells out method names (``tests/test_layout.py`` checks).
+Adding a method = one module with an options dataclass and an ``apply_*`` function, one entry
 here, one row in ``tests/methods/test_table.py``.
 """
 
@@ -40,8 +43,14 @@ class MethodSpec:
     """Saved in peft's format; loads in ``peft.PeftModel.from_pretrained``."""
     multi_adapter: bool
     """Several named adapters of this method can share one frozen base."""
+    writes_base: bool = False
+    """Trains base-model tensors in place (``full``, ``bitfit``): the adapter cannot be disabled,
+    and a server never shares its base with other adapters."""
+    takes_targets: bool = False
+    """Adds layers to chosen target modules (``targets=``); the saved adapter records them and
+    loading re-attaches to exactly those."""
     quantize: str | None = None
-    """Quantization the method implies (``qlora`` → ``"nf4"``)."""
+    """Quantization of the frozen base the method implies (``qlora`` → ``"nf4"``)."""
 
     def make_options(self, kwargs: dict[str, Any]) -> Any:
         """Build the options dataclass, naming any unknown keyword."""
@@ -66,26 +75,31 @@ def _check_unique(specs: Iterable[MethodSpec]) -> dict[str, MethodSpec]:
 #: name → spec. ``petrec methods`` prints it.
 METHODS: dict[str, MethodSpec] = _check_unique(
     [
-        MethodSpec("full", "every parameter trains (the reference point)", "-",
-                   NoOptions, apply_full, True, False, False),
-        MethodSpec("head", "linear probe: only the task head trains", "-",
-                   NoOptions, apply_head, True, False, True),
-        MethodSpec("bitfit", "biases + head train", "https://arxiv.org/abs/2106.10199",
-                   BitFitOptions, apply_bitfit, True, False, False),
+        MethodSpec("full", "every parameter trains (the reference point)", "-", NoOptions, apply_full,
+                   mergeable=True, peft_native=False, multi_adapter=False, writes_base=True),
+        MethodSpec("head", "linear probe: only the task head trains", "-", NoOptions, apply_head,
+                   mergeable=True, peft_native=False, multi_adapter=True),
+        MethodSpec("bitfit", "biases + head train", "https://arxiv.org/abs/2106.10199", BitFitOptions, apply_bitfit,
+                   mergeable=True, peft_native=False, multi_adapter=False, writes_base=True),
         MethodSpec("lora", "low-rank updates of attention projections (peft)", "https://arxiv.org/abs/2106.09685",
-                   LoraOptions, apply_lora, True, True, True),
+                   LoraOptions, apply_lora,
+                   mergeable=True, peft_native=True, multi_adapter=True, takes_targets=True),
         MethodSpec("dora", "weight-decomposed LoRA (peft)", "https://arxiv.org/abs/2402.09353",
-                   LoraOptions, partial(apply_lora, use_dora=True), True, True, True),
+                   LoraOptions, partial(apply_lora, use_dora=True),
+                   mergeable=True, peft_native=True, multi_adapter=True, takes_targets=True),
         MethodSpec("ia3", "learned rescaling of keys, values, FFN (peft)", "https://arxiv.org/abs/2205.05638",
-                   IA3Options, apply_ia3, True, True, True),
+                   IA3Options, apply_ia3,
+                   mergeable=True, peft_native=True, multi_adapter=True, takes_targets=True),
         MethodSpec("prompt", "soft prompt prepended to the input embeddings", "https://arxiv.org/abs/2104.08691",
-                   PromptOptions, apply_prompt, False, False, True),
+                   PromptOptions, apply_prompt, mergeable=False, peft_native=False, multi_adapter=True),
         MethodSpec("prefix", "trained key/value prefixes in every attention layer", "https://arxiv.org/abs/2101.00190",
-                   PrefixOptions, apply_prefix, False, False, True),
+                   PrefixOptions, apply_prefix, mergeable=False, peft_native=False, multi_adapter=True),
         MethodSpec("adapter", "bottleneck adapters (houlsby / pfeiffer)", "https://arxiv.org/abs/1902.00751",
-                   AdapterOptions, apply_adapter, False, False, True),
+                   AdapterOptions, apply_adapter,
+                   mergeable=False, peft_native=False, multi_adapter=True, takes_targets=True),
         MethodSpec("qlora", "LoRA on a 4-bit NF4 base (bitsandbytes; CPU and CUDA)", "https://arxiv.org/abs/2305.14314",
-                   LoraOptions, apply_lora, True, True, True, quantize="nf4"),
+                   LoraOptions, apply_lora,
+                   mergeable=True, peft_native=True, multi_adapter=True, takes_targets=True, quantize="nf4"),
     ]
 )
 

@@ -7,6 +7,11 @@ Functions (numpy / torch, no evaluate overhead)::
     compute_ranking(scores, targets, ks=(10, 50), exclude=None)
                                                       -> {"hr@K", "ndcg@K", "mrr@K"}
 
+Debiased (inverse-propensity) estimates and popularity strata, in :mod:`petrec.metrics.debias`::
+
+    debias.debiased_ctr(labels, scores, weights)      -> {"ips_auc", "snips_auc"}
+    debias.debiased_ranking(per_user, weights)        -> {"ips_recall@K", "snips_recall@K", "ips_ndcg@K", ...}
+
 evaluate modules (``add_batch`` / ``compute``, no network)::
 
     metric = petrec.metrics.load("auc")

@@ -19,7 +19,7 @@ from transformers.models.auto.modeling_auto import (
 )
 
 from petrec.data.frame import answer_token_ids, get_frame, prompt_frame, set_frame
-from petrec.methods import attach
+from petrec.methods import attach, get_method
 from petrec.models.answer import answer_rows
 from petrec.models.behaviour import BehaviourModel
 from petrec.models.config import ModelConfig, PetrecModelError
@@ -121,7 +121,7 @@ def load_backbone(cfg: ModelConfig) -> tuple[nn.Module, bool]:
     decoder = is_decoder_config(config)
     if cfg.backbone_dropout is not None:
         set_backbone_dropout(config, cfg.backbone_dropout)
-    quantize = "nf4" if cfg.method == "qlora" else cfg.quantize
+    quantize = get_method(cfg.method).quantize or cfg.quantize
     try:
         if quantize is not None and torch.cuda.is_available():
             # CUDA: bitsandbytes' own quantization_config path (never materialises the fp32

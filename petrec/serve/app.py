@@ -1,6 +1,6 @@
 """The FastAPI application: ``create_app`` (a uvicorn factory reading ``$PETREC_SERVE_CONFIG``).
 
-Routes: ``POST /v1/predict``, ``POST /v1/recommend``, ``GET /v1/adapters``,
+Routes: ``POST /v1/predict``, ``POST /v1/recommend``, ``POST /v1/explain``, ``GET /v1/adapters``,
 ``POST|DELETE /v1/adapters/{name}`` (admin keys, their own adapters), ``GET /healthz``,
 ``GET /readyz`` (no key), ``GET /metrics`` (admin key for all adapters), ``GET /openapi.json``,
 ``/docs``, ``/redoc`` (any key). Every error answers JSON ``{"detail": ...}``.
@@ -32,6 +32,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 import petrec
+from petrec.explain import rank_by_magnitude
 from petrec.serve.auth import KeyRing, Principal, load_keys, presented_key
 from petrec.serve.batching import BatcherClosedError, Scheduler
 from petrec.serve.config import ServeConfig
@@ -40,6 +41,7 @@ from petrec.serve.engine import (
     ItemNotFoundError,
     RequestTooCostlyError,
     build_job,
+    build_occlusion_job,
     check_cost,
     run_batch,
 )
@@ -50,6 +52,7 @@ from petrec.serve.schemas import (
     AdaptersOut,
     AdapterStatus,
     ErrorOut,
+    ExplainOut,
     RecommendOut,
     ScoreOut,
     build_schemas,
@@ -185,7 +188,7 @@ def create_app(cfg: Optional[ServeConfig] = None, *, keys: Optional[KeyRing] = N
     state = ServerState(cfg, keys if keys is not None else load_keys(cfg.api_keys_file,
                                                                        allow_anonymous=cfg.allow_anonymous))
     schemas = build_schemas(cfg)
-    PredictIn, RecommendIn = schemas.PredictIn, schemas.RecommendIn  # noqa: N806
+    PredictIn, RecommendIn, ExplainIn = schemas.PredictIn, schemas.RecommendIn, schemas.ExplainIn  # noqa: N806
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -310,6 +313,25 @@ def create_app(cfg: Optional[ServeConfig] = None, *, keys: Optional[KeyRing] = N
 
         adapter, scores = await state.submit(body.adapter, make)
         return ScoreOut(adapter=adapter.name, task=adapter.task, scores=scores)
+
+    @app.post("/v1/explain", tags=["inference"], responses=_INFER_ERRORS)
+    async def explain(body: ExplainIn, p: Key) -> ExplainOut:  # type: ignore[valid-type]
+        """Each history item's occlusion effect on the candidate's score: the score with the full
+        history minus the score without that item (ctr / rating adapters; petrec.explain)."""
+        allowed(p, body.adapter)
+
+        def make(adapter: LoadedAdapter) -> Any:
+            if adapter.task == "next_item":
+                raise HTTPException(422, f"adapter {adapter.name!r} is a next_item model; /v1/explain is for "
+                                         "ctr and rating adapters")
+            check_cost(adapter, len(body.history) + 1, cfg.max_request_tokens, "rows (history items + 1)")
+            return build_occlusion_job(adapter, body.history, body.candidate)
+
+        adapter, scores = await state.submit(body.adapter, make)
+        effects = [scores[0] - s for s in scores[1:]]
+        return ExplainOut(adapter=adapter.name, task=adapter.task, score=scores[0], ranking=rank_by_magnitude(effects),
+                          effects=[{"position": j, "item_id": h.item_id, "effect": e}
+                                   for j, (h, e) in enumerate(zip(body.history, effects, strict=True))])
 
     @app.post("/v1/recommend", tags=["inference"], responses=_INFER_ERRORS)
     async def recommend(body: RecommendIn, p: Key) -> RecommendOut:  # type: ignore[valid-type]

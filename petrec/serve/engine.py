@@ -85,6 +85,19 @@ def build_job(adapter: LoadedAdapter, history: list[Any], candidates: list[Any] 
     return Job(columns, extra, k=k, exclude=exclude)
 
 
+def build_occlusion_job(adapter: LoadedAdapter, history: list[Any], candidate: Any) -> Job:
+    """The job of ``/v1/explain``: the candidate with the full history, then without each history
+    item in turn (:func:`petrec.explain.occlusion_rows`), ``len(history) + 1`` rows.
+
+    Raises:
+        ItemNotFoundError: An item id is not in the catalogue.
+    """
+    from petrec.explain import occlusion_rows
+
+    job = build_job(adapter, history, [candidate])
+    return Job(occlusion_rows({k: v[0] for k, v in job.columns.items()}), job.extra_names)
+
+
 def tokenize_job(adapter: LoadedAdapter, job: Job, start: int = 0, stop: int | None = None) -> list[list[int]]:
     """Token ids of rows ``start:stop`` of the job, rendered exactly as in training.
 
@@ -152,12 +165,13 @@ def run_batch(adapter: LoadedAdapter, pieces: list[Piece], max_rows: int) -> lis
     return results
 
 
-def check_cost(adapter: LoadedAdapter, rows: int, max_tokens: int) -> None:
+def check_cost(adapter: LoadedAdapter, rows: int, max_tokens: int, what: str = "candidates") -> None:
     """Refuse a request whose forward pass may process more than ``max_tokens`` tokens.
 
     The cost of a request is its rows (candidates; 1 for ``/v1/recommend``) times the adapter's
     ``max_length``: every row is a prompt of at most that many tokens (the history is cut to fit,
-    so history length and candidates together are bounded by it).
+    so history length and candidates together are bounded by it). ``/v1/explain`` scores one row per
+    history item plus one, and names its rows ``what`` in the message.
 
     Raises:
         RequestTooCostlyError: Over the limit (the message names ``max_request_tokens``).
@@ -168,5 +182,5 @@ def check_cost(adapter: LoadedAdapter, rows: int, max_tokens: int) -> None:
         raise RequestTooCostlyError(
             f"request too costly: {rows} rows x max_length {adapter.max_length} of adapter {adapter.name!r} "
             f"= {cost} tokens, above the server's limit max_request_tokens={max_tokens}; send at most "
-            f"{most} candidates per request"
+            f"{most} {what} per request"
         )

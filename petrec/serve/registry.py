@@ -33,8 +33,6 @@ log = logging.getLogger("petrec.serve")
 
 #: What an adapter (export folder) name may look like.
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-#: Methods that change base tensors in place: never share the base with them.
-_PRIVATE_BASE = ("full", "bitfit")
 
 
 class AdapterError(Exception):
@@ -178,26 +176,17 @@ class LoadedAdapter:
 
 
 def _read_config(folder: Path, name: str) -> tuple[Any, int]:
-    from petrec.config import ConfigError, from_dict, read_yaml
-    from petrec.models import ModelConfig
+    """The export's model config and item token budget (:func:`petrec.runs.read_run_config`)."""
+    from petrec.runs import read_run_config
 
     where = f"{name}/config.yaml"
     try:
-        raw = read_yaml(folder / "config.yaml")
-        model = raw.get("model") or {}
-        if not isinstance(model, dict):
-            raise ConfigError(f"key 'model' is {model!r}; expected a mapping of model settings")
-        cfg = from_dict(ModelConfig, model, prefix="model.")
-        item_max_length = raw.get("item_max_length", 32)
-        if isinstance(item_max_length, bool) or not isinstance(item_max_length, int) or item_max_length < 1:
-            raise ConfigError(f"key 'item_max_length' is {item_max_length!r}; expected an integer >= 1")
-    except UnicodeDecodeError:
-        raise AdapterRefusedError(f"adapter {name!r} refused: {where}: not UTF-8 text (corrupt file?)") from None
-    except Exception as exc:  # ConfigError, YAML errors, wrong types: all name the file
+        cfg = read_run_config(folder)
+    except Exception as exc:  # ConfigError names the file; others get it here
         text = _reason(exc)
         raise AdapterRefusedError(f"adapter {name!r} refused: "
                                   f"{text if 'config.yaml' in text else f'{where}: {text}'}") from None
-    return cfg, item_max_length
+    return cfg.model, cfg.item_max_length
 
 
 def _reason(exc: BaseException) -> str:
@@ -337,6 +326,7 @@ def _build(base: Base, root: Path, folder: Path, name: str) -> LoadedAdapter:
     import petrec
     from petrec.data import catalogue_names
     from petrec.deploy.manifest import MANIFEST_FILE, verify_export
+    from petrec.methods import get_method
     from petrec.methods.io import TENSORS_FILE, read_meta
     from petrec.models import BehaviourModel
 
@@ -371,7 +361,8 @@ def _build(base: Base, root: Path, folder: Path, name: str) -> LoadedAdapter:
         _check_json_object(path, f"adapter {name!r} refused: {rel_dir}/{path.name}")
     try:
         meta = read_meta(adapter_dir)
-        share = meta["method"] not in _PRIVATE_BASE and not meta.get("quantize")
+        # A method that writes base tensors in place, or a quantized base, gets its own copy.
+        share = not get_method(meta["method"]).writes_base and not meta.get("quantize")
         model = BehaviourModel(base.tree(share), model_cfg, is_decoder=base.is_decoder)
         model = petrec.load_adapter(model, adapter_dir).eval()
     except UnicodeDecodeError:

@@ -36,6 +36,25 @@ class ScoreOut(_Strict):
     scores: list[float]
 
 
+class HistoryEffect(_Strict):
+    """One history item's occlusion effect on the candidate's score."""
+
+    position: int = Field(description="place in the request's history (0 = oldest)")
+    item_id: str | None = Field(description="its catalogue id (null for a raw text)")
+    effect: float = Field(description="score with the full history minus score without this item")
+
+
+class ExplainOut(_Strict):
+    """Answer of ``/v1/explain``: the candidate's score and each history item's effect on it."""
+
+    adapter: str
+    task: str = Field(description="ctr (click/like probability) or rating (predicted rating)")
+    method: Literal["occlusion"] = "occlusion"
+    score: float = Field(description="the candidate's score with the full history (as /v1/predict)")
+    effects: list[HistoryEffect] = Field(description="one per history item, in request order")
+    ranking: list[int] = Field(description="history positions by |effect|, largest first")
+
+
 class RecommendedItem(_Strict):
     """One recommended item and its cosine score."""
 
@@ -100,6 +119,7 @@ class Schemas:
 
     PredictIn: type[BaseModel]
     RecommendIn: type[BaseModel]
+    ExplainIn: type[BaseModel]
 
 
 def build_schemas(cfg: ServeConfig) -> Schemas:
@@ -141,6 +161,13 @@ def build_schemas(cfg: ServeConfig) -> Schemas:
         k: int = Field(10, ge=1, le=cfg.max_k)
         exclude_seen: bool = Field(True, description="leave the history's items out of the ranking")
 
-    for cls in (ItemRef, HistoryItem, PredictIn, RecommendIn):
+    class ExplainIn(_StrictIn):
+        """Explain one candidate's score for a history with one adapter (ctr / rating)."""
+
+        adapter: AdapterName
+        history: list[HistoryItem] = Field(min_length=1, max_length=cfg.max_history)
+        candidate: ItemRef
+
+    for cls in (ItemRef, HistoryItem, PredictIn, RecommendIn, ExplainIn):
         cls.model_rebuild()
-    return Schemas(PredictIn, RecommendIn)
+    return Schemas(PredictIn, RecommendIn, ExplainIn)

@@ -1,4 +1,4 @@
-"""A stand-in for recipes/finetune.py in the harness tests: reads the run config, writes metrics.json.
+"""A stand-in for the finetune recipe in the harness tests: reads the run config, writes metrics.json.
 
 Behaviour is set by the run config's ``fake`` section:
     fail_methods: methods that print an error and exit 3

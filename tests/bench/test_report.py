@@ -10,13 +10,13 @@ import pytest
 from petrec.bench.plots import pareto_front
 from petrec.bench.report import build_report, fmt, fmt_bytes, fmt_count, fmt_ratio
 from petrec.bench.runner import BenchError, run_suite
-from petrec.bench.system import write_json_atomic
+from petrec.bench.system import write_record
 from tests.bench.test_aggregate import record
 
 
 def _write(results: Path, records: list[dict], suite: dict | None = None) -> None:
     for rec in records:
-        write_json_atomic(results / "runs" / f"{rec['run_info']['run_id']}.json", rec)
+        write_record(results / "runs" / f"{rec['run_info']['run_id']}.json", rec)
     if suite is not None:
         import yaml
 

@@ -98,21 +98,19 @@ def test_timeout_and_missing_metrics_are_failures(tmp_path: Path) -> None:
     assert silent["status"] == "failed" and "metrics.json is missing" in silent["error"]
 
 
-def test_default_commands_locate_the_recipe_and_the_efficiency_module(tmp_path: Path, monkeypatch) -> None:
+def test_default_commands_run_the_recipe_module(tmp_path: Path) -> None:
     import sys
 
-    from petrec.bench.runner import BenchError, build_command
+    from petrec.bench.runner import build_command
     from petrec.bench.suite import expand
 
     suite = from_dict(SuiteConfig, fake_suite_dict(tmp_path))
     suite.command = None
     spec = expand(suite)[0]
     argv = build_command(suite, spec, tmp_path / "c.yaml", tmp_path / "out")
-    assert argv[0] == sys.executable and argv[1].endswith("recipes/finetune.py") and Path(argv[1]).is_file()
-    assert argv[2:] == ["--config", str(tmp_path / "c.yaml"), "--train.output_dir", str(tmp_path / "out")]
-    monkeypatch.setenv("PETREC_RECIPES", str(tmp_path / "nowhere"))
-    with pytest.raises(BenchError, match=r"recipe finetune\.py not found"):
-        build_command(suite, spec, tmp_path / "c.yaml", tmp_path / "out")
+    # A module of the installed package, never a file path: a non-editable install has no checkout.
+    assert argv == [sys.executable, "-m", "petrec.recipes.finetune", "--config", str(tmp_path / "c.yaml"),
+                    "--train.output_dir", str(tmp_path / "out")]
 
 
 def test_parallel_jobs_give_the_same_records_in_suite_order(fake_suite: SuiteConfig, tmp_path: Path) -> None:

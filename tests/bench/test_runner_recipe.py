@@ -23,7 +23,7 @@ from tests.recipes.conftest import tiny_bert  # noqa: F401  (fixture)
 
 
 def _suite(backbone: Path) -> SuiteConfig:
-    """One LoRA run of recipes/finetune.py: tiny BERT, 32 examples of a small synthetic world, 2 steps."""
+    """One LoRA run of the finetune recipe: tiny BERT, 32 examples of a small synthetic world, 2 steps."""
     return from_dict(SuiteConfig, {
         "name": "real", "timeout_s": 300,  # command: None = the runner's default (the recipe)
         "defaults": {
@@ -56,7 +56,7 @@ def test_runner_records_what_the_real_recipe_wrote(tiny_bert: Path, tmp_path: Pa
     assert info["status"] == "ok", info["error"]
     assert info["run_id"] == "R__default__lora__kfull__s3" and info["returncode"] == 0
     argv = info["command"].split()
-    assert argv[0] == sys.executable and argv[1].endswith("recipes/finetune.py")
+    assert argv[:3] == [sys.executable, "-m", "petrec.recipes.finetune"]
 
     out = res / WORK_DIR / info["run_id"] / "out"
     saved = json.loads((out / "metrics.json").read_text())

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
+import importlib
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 from transformers import AutoTokenizer, BertConfig, BertModel
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="session")
@@ -30,9 +27,5 @@ def tiny_bert(tmp_path_factory: pytest.TempPathFactory, minilm_dir: Path) -> Pat
 
 @pytest.fixture(scope="session")
 def finetune() -> ModuleType:
-    """recipes/finetune.py imported as a module."""
-    spec = importlib.util.spec_from_file_location("petrec_recipe_finetune", ROOT / "recipes" / "finetune.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    """The fine-tuning recipe, :mod:`petrec.recipes.finetune`."""
+    return importlib.import_module("petrec.recipes.finetune")

@@ -1,4 +1,4 @@
-"""recipes/finetune.py end to end on a tiny model: every config, bad configs, DDP, CLI round trip."""
+"""The finetune recipe end to end on a tiny model: every config, bad configs, DDP, CLI round trip."""
 
 from __future__ import annotations
 
@@ -14,17 +14,20 @@ import pandas as pd
 import pytest
 from sklearn.metrics import log_loss, roc_auc_score
 
+import petrec.recipes
 from petrec.cli import main as petrec_main
 from petrec.config import ConfigError, load_config, read_yaml, to_dict
 from petrec.data import DataError
 
 ROOT = Path(__file__).resolve().parents[2]
-CONFIGS = sorted((ROOT / "recipes" / "configs").rglob("*.yaml"))
+#: The configs ship inside the package; the checkout's recipes/configs links there.
+CONFIGS_DIR = Path(petrec.recipes.__file__).resolve().parent / "configs"
+CONFIGS = sorted(CONFIGS_DIR.glob("*.yaml"))
 FAST = ["--train.progress", "false", "--train.trackers", "[]", "--train.eval_batch_size", "256"]
 
 
 def test_quickstart_yaml_is_the_embedded_default(finetune: ModuleType) -> None:
-    from_yaml = load_config(finetune.FinetuneConfig, ROOT / "recipes" / "configs" / "quickstart.yaml")
+    from_yaml = load_config(finetune.FinetuneConfig, CONFIGS_DIR / "quickstart.yaml")
     no_config, _ = finetune.parse_args([])
     assert to_dict(from_yaml) == to_dict(no_config)
 
@@ -111,7 +114,7 @@ def test_missing_data_folder_fails_before_the_model_loads(
 
     monkeypatch.setattr(finetune, "build_model", no_model)
     with pytest.raises(DataError, match=r"data folder '.*nowhere' does not exist"):
-        finetune.main(["--config", str(ROOT / "recipes/configs/ml100k_ctr_lora.yaml"), "--model.backbone",
+        finetune.main(["--config", str(CONFIGS_DIR / "ml100k_ctr_lora.yaml"), "--model.backbone",
                        str(tiny_bert), "--data.data_dir", str(tmp_path / "nowhere"),
                        "--train.output_dir", str(tmp_path / "o")])
 
@@ -182,10 +185,23 @@ def test_train_command_help_and_overrides(capsys: pytest.CaptureFixture[str]) ->
     assert "lr: 0.0003" in printed and "resume: true" in printed
 
 
+def test_train_command_reports_a_bad_config_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert petrec_main(["train", "--train.epochs", "two"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("petrec train: ConfigError: train.epochs: expected an integer") and "\n" not in err
+
+
+def test_checkout_paths_point_into_the_package() -> None:
+    """The documented config paths (recipes/configs/*.yaml) are the packaged files (the shim
+    recipes/finetune.py runs in test_two_process_ddp_matches_one_process)."""
+    assert (ROOT / "recipes" / "configs").resolve() == CONFIGS_DIR
+
+
 def test_qlora_trains_under_two_process_ddp(tiny_bert: Path, tmp_path: Path) -> None:
-    """QLoRA + DDP: each process quantizes its own base (CPU, gloo) and training completes."""
+    """QLoRA + DDP, launched as a module (``-m petrec.recipes.finetune``): each process quantizes its
+    own base (CPU, gloo) and training completes."""
     out = tmp_path / "qlora"
-    _launch(["--multi_gpu", "--num_processes", "2", "recipes/finetune.py", "--model.backbone", str(tiny_bert),
+    _launch(["--multi_gpu", "--num_processes", "2", "-m", "petrec.recipes.finetune", "--model.backbone", str(tiny_bert),
              "--model.method", "qlora", "--train.max_steps", "3", "--train.epochs", "1", "--train.batch_size", "8",
              "--data.max_train_examples", "64", "--train.output_dir", str(out), *FAST],
             {"ACCELERATE_USE_CPU": "true"})

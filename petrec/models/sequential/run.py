@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from petrec.config import ConfigError, load_config, to_dict
+from petrec.files import atomic_path, write_json_atomic, write_text_atomic
 from petrec.models.sequential import data as D
 from petrec.models.sequential.baselines import BPRMF, Popularity
 from petrec.models.sequential.caser import Caser
@@ -291,19 +291,10 @@ def fit(cfg: SeqRunConfig, model: nn.Module, data: D.SeqData, *, test_data: D.Se
             "torch_threads": torch.get_num_threads()}
 
 
-def write_json(path: Path, obj: Any) -> None:
-    """Write JSON atomically (temporary file in the same folder, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=float), encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def save_weights(model: nn.Module, path: Path) -> None:
     """All parameters (not buffers) as safetensors, atomically."""
-    tmp = path.with_suffix(".tmp")
-    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp))
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -316,7 +307,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         torch.set_num_threads(cfg.threads)
     out = Path(cfg.train.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False), encoding="utf-8")
+    write_text_atomic(out / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
     data = load_sequences(cfg.data)
     text = None
     if cfg.model.name == "text":
@@ -327,7 +318,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     metrics = fit(cfg, model, data)
     metrics["config"] = to_dict(cfg)
     save_weights(model, out / "model.safetensors")
-    write_json(out / "metrics.json", metrics)
+    write_json_atomic(out / "metrics.json", metrics, default=float)
     print(json.dumps({"test": metrics["test"], **{k: metrics[k] for k in ("trainable_params", "wall_seconds")}}))
     return metrics
 

@@ -28,7 +28,7 @@ from typing import Any
 import yaml
 
 from petrec.config import merge_dicts
-from petrec.models.sequential.run import write_json
+from petrec.files import write_json_atomic
 
 
 def machine() -> str:
@@ -59,7 +59,7 @@ def run_one(suite: dict[str, Any], run: dict[str, Any], work: Path, results: Pat
     metrics.update(name=run["name"], label=run.get("label", run["name"]), command=shlex.join(args[1:]),
                    machine=machine(), subprocess_wall_seconds=time.perf_counter() - tick,
                    subprocess_peak_rss_mb=resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
-    write_json(results / f"{run['name']}.json", metrics)
+    write_json_atomic(results / f"{run['name']}.json", metrics, default=float)
     return metrics
 
 

@@ -22,6 +22,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from petrec.files import atomic_path
+
 
 class TextItemEmbedding(nn.Module):
     """Frozen text embeddings → parametric whitening (``(x - b) W``) [+ learned ID embedding]."""
@@ -98,8 +100,6 @@ def encode_item_texts(
         out.append((hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0))
     emb = torch.cat(out).float().contiguous()
     if cache is not None:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(".tmp")
-        save_file({"embeddings": emb}, str(tmp))
-        os.replace(tmp, cache)
+        with atomic_path(cache) as tmp:
+            save_file({"embeddings": emb}, str(tmp))
     return emb
