@@ -49,7 +49,8 @@ class TrainConfig:
     output_dir: str = "outputs/run"
     """Folder for the log, checkpoints, best adapter and metrics."""
     epochs: int = 3
-    """Passes over the training split (an upper bound when ``max_steps`` is set)."""
+    """Passes over the training split (an upper bound when ``max_steps`` is set); 0 = no training:
+    the model is evaluated as built (the zero-shot row of an answer-scoring decoder)."""
     max_steps: int = -1
     """Stop after this many optimizer steps; -1 = run all epochs."""
     batch_size: int = 16
@@ -104,7 +105,9 @@ class TrainConfig:
     ``ips_weight``, see :mod:`petrec.debias`), self-normalised per batch; ctr and rating models."""
 
     def __post_init__(self) -> None:
-        positive = ("epochs", "batch_size", "eval_batch_size", "grad_accum_steps", "log_every_steps")
+        if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 0:
+            raise ValueError(f"train.epochs must be an integer ≥ 0 (0 = evaluate without training), got {self.epochs!r}")
+        positive = ("batch_size", "eval_batch_size", "grad_accum_steps", "log_every_steps")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"train.{name} must be ≥ 1, got {getattr(self, name)}")
@@ -289,7 +292,7 @@ def train(
         valid_loader = accelerator.prepare(valid_loader)
     # Counted on the prepared (per-process) loader, so the schedule is right under DDP.
     steps_per_epoch = math.ceil(len(train_loader) / cfg.grad_accum_steps)
-    total_steps = cfg.max_steps if cfg.max_steps > 0 else steps_per_epoch * cfg.epochs
+    total_steps = 0 if cfg.epochs == 0 else cfg.max_steps if cfg.max_steps > 0 else steps_per_epoch * cfg.epochs
     # A prepared scheduler steps once per process per optimizer step, hence the factor.
     scheduler = accelerator.prepare(
         get_scheduler(

@@ -196,7 +196,7 @@ def test_optimizer_groups_split_head_and_decay() -> None:
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("epochs", 0), ("batch_size", 0), ("lr", 0.0), ("warmup_ratio", 1.0), ("max_steps", 0)],
+    [("epochs", -1), ("epochs", 1.5), ("batch_size", 0), ("lr", 0.0), ("warmup_ratio", 1.0), ("max_steps", 0)],
 )
 def test_train_config_rejects_bad_values(field: str, value: object) -> None:
     with pytest.raises(ValueError, match=field):

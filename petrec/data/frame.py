@@ -77,12 +77,28 @@ def prompt_frame(tokenizer: Any, task: str, prompt_format: str = "auto") -> Prom
         )
     cue = "\n" + _CUES[task]
     if prompt_format == "plain" or not has_template:
-        return PromptFrame("", cue + "\nAnswer:", add_special_tokens=True, answer_prefix=" ")
+        lead, trail = _special_tokens_around(tokenizer)
+        if not trail:
+            return PromptFrame("", cue + "\nAnswer:", add_special_tokens=True, answer_prefix=" ")
+        # A tokenizer that appends a token (BERT's [SEP]) would put it between "Answer:" and the
+        # answer word: write the leading special tokens as text instead and add none.
+        prefix = tokenizer.decode(lead) + " " if lead else ""
+        return PromptFrame(prefix, cue + "\nAnswer:", add_special_tokens=False, answer_prefix=" ")
     rendered = tokenizer.apply_chat_template(
         [{"role": "user", "content": _SENTINEL}], tokenize=False, add_generation_prompt=True
     )
     before, after = rendered.split(_SENTINEL)
     return PromptFrame(before, cue + after, add_special_tokens=False, answer_prefix="")
+
+
+def _special_tokens_around(tokenizer: Any) -> tuple[list[int], list[int]]:
+    """The token ids the tokenizer adds before and after a text with ``add_special_tokens``."""
+    bare = tokenizer("x", add_special_tokens=False)["input_ids"]
+    full = tokenizer("x", add_special_tokens=True)["input_ids"]
+    for start in range(len(full) - len(bare) + 1):
+        if full[start:start + len(bare)] == bare:
+            return full[:start], full[start + len(bare):]
+    return [], []
 
 
 def set_frame(tokenizer: Any, frame: PromptFrame | None) -> None:
