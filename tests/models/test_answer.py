@@ -11,8 +11,10 @@ from transformers import AutoModelForCausalLM
 import petrec
 from petrec.data import DataError
 from petrec.data.frame import answer_token_ids, get_frame, prompt_frame, set_frame
+from petrec.methods import PetrecMethodError
 from petrec.models import BehaviourModel, ModelConfig, PetrecModelError, build_model, load_tokenizer
 from petrec.models.build import load_backbone
+from tests.methods.families import OPTIONS
 from tests.models.conftest import word_tokenizer
 
 PROMPT = "The user liked: Heat, Fargo. The user disliked: Twister. Will the user like Casino?"
@@ -128,3 +130,39 @@ def test_the_prior_starts_the_answer_switched_off(tiny_llama_lm: Path) -> None:
     assert float(model.head.scale) == 0.0
     with pytest.raises(PetrecModelError, match="built for ctr"):
         ModelConfig(task="rating", scoring="answer", behaviour_prior=True)
+
+
+IDENTITY_AT_INIT = ("full", "head", "bitfit", "lora", "dora", "ia3", "adapter")
+
+
+@pytest.mark.parametrize("method", sorted(OPTIONS))
+def test_every_method_trains_and_reloads_an_answer_model(method: str, tiny_llama_lm: Path, tmp_path: Path) -> None:
+    """Each PEFT method on an answer-scoring decoder: zero-shot at init (where the method starts
+    as the identity), one step changes the score, save → load into the plain base is exact."""
+    cfg = ModelConfig(backbone=str(tiny_llama_lm), task="ctr", scoring="answer", method=method,
+                      method_kwargs=OPTIONS[method])
+    tok = load_tokenizer(cfg)
+    enc = _encode(tok, [PROMPT, "Will the user like Heat?"])
+    if method == "bitfit":  # Llama (SmolLM2 too) has no bias terms: one clear error, no silent no-op
+        with pytest.raises(PetrecMethodError, match="no bias parameters"):
+            build_model(cfg)
+        return
+    model = build_model(cfg)
+    with torch.no_grad():
+        start = model.eval()(**enc).logits
+    if method in IDENTITY_AT_INIT:
+        want = _lm_answer(tiny_llama_lm, enc, answer_token_ids(tok, get_frame(tok), "ctr"), "ctr")
+        torch.testing.assert_close(start, want, rtol=1e-4, atol=1e-5)
+    model.train()
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
+    model(**enc, labels=torch.tensor([1.0, 0.0])).loss.backward()
+    opt.step()
+    model.eval()
+    with torch.no_grad():
+        after = model(**enc).logits
+    assert not torch.allclose(after, start), "one step did not move the score"
+    petrec.save_adapter(model, tmp_path / "adapter")
+    backbone, is_decoder = load_backbone(cfg)
+    reloaded = petrec.load_adapter(BehaviourModel(backbone, cfg, is_decoder=is_decoder), tmp_path / "adapter")
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded.eval()(**enc).logits, after)
