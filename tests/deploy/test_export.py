@@ -22,7 +22,7 @@ from petrec.deploy.export import (
 )
 from petrec.deploy.manifest import base_fingerprint, read_manifest, verify_export
 from petrec.runs import load_run, score_examples
-from tests.deploy.conftest import train_run
+from tests.deploy.conftest import FAST, train_run
 
 
 def _train(finetune: ModuleType, tiny_bert: Path, out: Path, method: str) -> Path:
@@ -186,3 +186,24 @@ def test_other_methods(
     for variant in ("adapter", "merged") if mergeable else ("adapter",):
         got = score_examples(load_export(tmp_path / "out", variant), test_examples, items=items)
         np.testing.assert_allclose(got, want, atol=1e-4, err_msg=variant)
+
+
+def test_an_answer_scoring_decoder_exports_and_serves_as_trained(
+    finetune: ModuleType, tiny_llama_lm: Path, tmp_path: Path
+) -> None:
+    """A LoRA run with answer-token scoring: the export (adapter and merged) and the serving path
+    wrap prompts in the same frame and score what the run scores."""
+    run_dir = tmp_path / "run"
+    finetune.main(["--model.backbone", str(tiny_llama_lm), "--model.scoring", "answer", "--model.method", "lora",
+                   "--train.output_dir", str(run_dir), *FAST])
+    export_run(run_dir, tmp_path / "out", merged=True)
+    run = load_run(run_dir)
+    items = read_catalogue(tmp_path / "out")
+    examples = prepare(run.data).splits["test"].select(range(24))
+    want = score_examples(run, examples, items=items)
+    for variant in ("adapter", "merged"):
+        exported = load_export(tmp_path / "out", variant)
+        got = score_examples(exported, examples, items=items)
+        np.testing.assert_allclose(got, want, atol=1e-4, err_msg=variant)
+    rows = examples.select_columns(["history_item_ids", "history_labels", "item_id"]).to_list()
+    np.testing.assert_allclose(score_requests(exported, rows, item_names(items)), want, atol=1e-4)
