@@ -46,6 +46,13 @@ SHAPES: dict[str, dict[str, int]] = {
     # ~1.2B parameters: a "larger shape" for the GPU suite (not a published checkpoint).
     "bert-1b": {"hidden_size": 2048, "num_hidden_layers": 24, "num_attention_heads": 32, "intermediate_size": 8192},
 }
+#: Decoder shapes with random weights (transformers ``LlamaConfig`` fields): a 1B-class decoder
+#: (Llama-3.2-1B's layout, SmolLM2's vocabulary), for memory and speed on a GPU.
+DECODER_SHAPES: dict[str, dict[str, int]] = {
+    "llama-1b": {"hidden_size": 2048, "num_hidden_layers": 16, "num_attention_heads": 32, "num_key_value_heads": 8,
+                 "intermediate_size": 8192, "vocab_size": 49152},
+}
+Shape = Literal["minilm", "smollm2", "tiny", "bert-base", "bert-large", "bert-1b", "llama-1b"]
 
 
 @dataclass
@@ -56,8 +63,9 @@ class EfficiencyConfig:
     """PEFT method name (``petrec.METHODS``)."""
     method_kwargs: dict[str, Any] = field(default_factory=dict)
     """Keyword options of the method (``r``, ``alpha`` …)."""
-    shape: Literal["minilm", "tiny", "bert-base", "bert-large", "bert-1b"] = "minilm"
-    """minilm = all-MiniLM-L6-v2 with real weights; the others are BERT shapes with random weights."""
+    shape: Shape = "minilm"
+    """minilm = all-MiniLM-L6-v2, smollm2 = SmolLM2-135M-Instruct (both real weights);
+    llama-1b = a decoder shape, the others BERT shapes, with random weights."""
     batch_size: int = 8
     """Examples per step (training and inference)."""
     seq_len: int = 128
@@ -91,7 +99,7 @@ class EfficiencyConfig:
                 raise ValueError(f"{name} must be ≥ 1, got {getattr(self, name)}")
         if self.warmup_steps < 0:
             raise ValueError(f"warmup_steps must be ≥ 0, got {self.warmup_steps}")
-        if self.seq_len > 512:
+        if self.seq_len > 512 and self.shape not in ("smollm2", *DECODER_SHAPES):
             raise ValueError(f"seq_len must be ≤ 512 (BERT position embeddings), got {self.seq_len}")
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
@@ -117,14 +125,31 @@ def _fixed_mmap_threshold() -> None:
 def build(cfg: EfficiencyConfig) -> tuple[Any, list[str]]:
     """The classification model of ``cfg.shape`` (one logit) and its labels for the report."""
     import torch
-    from transformers import BertConfig, BertForSequenceClassification
+    from transformers import (
+        AutoModelForSequenceClassification,
+        BertConfig,
+        BertForSequenceClassification,
+        LlamaConfig,
+        LlamaForSequenceClassification,
+    )
 
-    from petrec.paths import minilm_path
+    from petrec.paths import minilm_path, resolve_model
 
     torch.manual_seed(cfg.seed)
     if cfg.shape == "minilm":
         model = BertForSequenceClassification.from_pretrained(str(minilm_path()), num_labels=1)
         labels = ["all-MiniLM-L6-v2 real weights; random tokens (memory and speed only)"]
+    elif cfg.shape == "smollm2":
+        # The decoder scores from its last token; no padding in these batches, but the class
+        # reads pad_token_id to find the last one.
+        model = AutoModelForSequenceClassification.from_pretrained(resolve_model("smollm2-135m"), num_labels=1)
+        model.config.pad_token_id = model.config.eos_token_id
+        labels = ["SmolLM2-135M-Instruct real weights; random tokens (memory and speed only)"]
+    elif cfg.shape in DECODER_SHAPES:
+        config = LlamaConfig(**DECODER_SHAPES[cfg.shape], num_labels=1, max_position_embeddings=4096,
+                             pad_token_id=0, tie_word_embeddings=True)
+        model = LlamaForSequenceClassification(config)
+        labels = [f"{cfg.shape} decoder shape with RANDOM weights: memory and speed only"]
     else:
         config = BertConfig(**SHAPES[cfg.shape], num_labels=1, max_position_embeddings=512)
         model = BertForSequenceClassification(config)

@@ -44,3 +44,19 @@ def test_main_writes_metrics_and_rejects_bad_config(tmp_path: Path, capsys: pyte
     assert data["test"] == {} and data["trainable_params"] == 33  # tiny head: 32 weights + 1 bias
     assert main(["--shape", "huge"]) == 2
     assert "shape" in capsys.readouterr().err
+
+
+def test_decoder_shapes_take_long_prompts_and_the_1b_shape_is_1b_class() -> None:
+    import torch
+    from transformers import LlamaConfig, LlamaForSequenceClassification
+
+    from petrec.bench.efficiency import DECODER_SHAPES, EfficiencyConfig
+
+    assert EfficiencyConfig(shape="smollm2", seq_len=1024).seq_len == 1024
+    assert EfficiencyConfig(shape="llama-1b", seq_len=1024).seq_len == 1024
+    with pytest.raises(ValueError, match="BERT position embeddings"):
+        EfficiencyConfig(shape="bert-base", seq_len=1024)
+    with torch.device("meta"):  # counted without allocating 5 GB
+        model = LlamaForSequenceClassification(LlamaConfig(**DECODER_SHAPES["llama-1b"], num_labels=1,
+                                                           tie_word_embeddings=True))
+    assert 1.0e9 < sum(p.numel() for p in model.parameters()) < 1.4e9
