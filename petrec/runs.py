@@ -27,9 +27,8 @@ from petrec.config import ConfigError, from_dict, read_yaml
 from petrec.data import DataConfig, DataError
 from petrec.data.features import BehaviourStats
 from petrec.debias import DebiasConfig
-from petrec.files import check_safetensors, read_json_object
 from petrec.methods.errors import AdapterLoadError, PetrecMethodError
-from petrec.methods.io import META_FILE, PEFT_CONFIG_FILE, TENSORS_FILE, read_meta
+from petrec.methods.io import TENSORS_FILE, check_adapter_folder
 from petrec.models import BehaviourModel, ModelConfig, load_tokenizer
 from petrec.models.build import load_backbone
 from petrec.recipes.finetune import FinetuneConfig
@@ -104,26 +103,6 @@ def load_run(folder: str | os.PathLike[str], *, data_dir: str | None = None) -> 
     stats = BehaviourStats.load(folder) if cfg.model.behaviour_prior else None
     return TrainedRun(folder, cfg.data, cfg.model, model, load_tokenizer(cfg.model), cfg.max_length, stats,
                       cfg.debias)
-
-
-def check_adapter_folder(folder: str | os.PathLike[str]) -> None:
-    """Check a saved adapter folder's files (reading headers only) before anything loads them.
-
-    ``petrec_adapter.json`` (and peft's ``adapter_config.json`` where present) must be JSON
-    objects; ``adapter_model.safetensors`` must be complete (see :func:`check_safetensors`).
-
-    Raises:
-        AdapterLoadError: A missing, truncated or corrupt file (named, with what was expected).
-    """
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise AdapterLoadError(f"{folder}: not a folder; expected a saved adapter folder")
-    read_json_object(folder / META_FILE, AdapterLoadError,
-                     f"the JSON object petrec.save_adapter writes ({folder} is not a complete adapter folder?)")
-    if (folder / PEFT_CONFIG_FILE).exists():
-        read_json_object(folder / PEFT_CONFIG_FILE, AdapterLoadError, "peft's adapter config (a JSON object)")
-    read_meta(folder)  # required keys; a missing tensors file (or a pickle in its place)
-    check_safetensors(folder / TENSORS_FILE, AdapterLoadError)
 
 
 def load_base(model_cfg: ModelConfig, config_path: str | os.PathLike[str]) -> tuple[Any, bool]:

@@ -11,14 +11,19 @@ Every config value can be overridden with a dotted flag (``--train.lr 3e-4``,
 ``config.yaml`` (what ran), ``adapter/`` (only what was trained), ``metrics.json``
 (valid / test metrics, trainable parameters, peak memory, samples/s, wall time) and
 ``train_log.jsonl``.
+
+Continual fine-tuning: ``--init_adapter OUTPUT_DIR_OF_AN_EARLIER_RUN`` starts from that run's
+trained adapter and head instead of fresh ones (same base, method and task).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
@@ -30,14 +35,23 @@ from torch.utils.data import DataLoader
 
 import petrec
 from petrec.collate import LABEL_COLUMN, BehaviourCollator, ItemCollator
-from petrec.config import ConfigError, load_config, to_dict
+from petrec.config import ConfigError, load_config, read_yaml, to_dict
 from petrec.data import DataConfig, DataError, prepare, tokenize_examples, tokenize_items
 from petrec.data.exposure import annotate_splits
 from petrec.data.features import BehaviourStats
 from petrec.debias import DEBIAS_COLUMNS, DebiasConfig
 from petrec.evaluation import evaluator_for
 from petrec.files import write_json_atomic, write_text_atomic
-from petrec.models import ModelConfig, PetrecModelError, build_model, load_tokenizer
+from petrec.methods.errors import AdapterLoadError
+from petrec.methods.io import (
+    META_FILE,
+    TENSORS_FILE,
+    check_adapter_folder,
+    load_adapter_weights,
+    read_meta,
+)
+from petrec.models import BehaviourModel, ModelConfig, PetrecModelError, build_model, load_tokenizer
+from petrec.paths import resolve_model
 from petrec.train import TrainConfig, make_accelerator, train
 
 
@@ -73,6 +87,13 @@ class FinetuneConfig:
     """With ``model.behaviour_prior``: start the prior head's linear branch from a logistic (ctr) /
     ridge (rating) regression fitted on the training examples' features, then train it jointly
     with the adapter (two stages)."""
+    init_adapter: str | None = None
+    """Continual fine-tuning: start from an earlier run's trained weights instead of fresh ones. A run
+    folder (holding ``adapter/``) or a saved adapter folder (holding ``petrec_adapter.json``) of the
+    same base model, method (same options) and task; its tensors (adapter and head) are loaded into
+    the freshly built model before training, so ``train.epochs 0`` scores what that run scored. The
+    optimizer, schedule and step count start afresh (``train.resume`` continues an interrupted run
+    instead). metrics.json records the adapter folder; a mismatch fails before training."""
 
     def __post_init__(self) -> None:
         if self.max_length < 8 or self.item_max_length < 4:
@@ -101,6 +122,84 @@ def parse_args(argv: list[str]) -> tuple[FinetuneConfig, bool]:
     return load_config(FinetuneConfig, args.config, overrides, defaults=defaults), args.print_config
 
 
+def resolve_init_adapter(cfg: FinetuneConfig) -> Path | None:
+    """The adapter folder ``init_adapter`` names, checked against this run's config before any model loads.
+
+    Checks here: the folder holds a complete adapter of ``model.method``; when it sits in a run (or
+    export) folder, that folder's ``config.yaml`` names the same ``model.task`` and ``model.backbone``.
+    The options, targets, head and base fingerprint are checked when the tensors load
+    (:func:`petrec.methods.io.load_adapter_weights`).
+
+    Raises:
+        ConfigError: One line naming the path (or file) and what was expected.
+    """
+    if cfg.init_adapter is None:
+        return None
+    given = Path(cfg.init_adapter)
+    expected = f"expected a run folder (with adapter/) or a saved adapter folder (with {META_FILE})"
+    if not given.exists():
+        raise ConfigError(f"init_adapter: {str(given)!r} does not exist; {expected}")
+    if (given / "adapter").is_dir():
+        folder = given / "adapter"
+    elif (given / META_FILE).is_file():
+        folder = given
+    else:
+        raise ConfigError(f"init_adapter: {str(given)!r} holds no adapter (neither adapter/ nor {META_FILE}); "
+                          f"{expected}")
+    run_dir = folder.parent if folder.name == "adapter" else None
+    if run_dir is not None and run_dir.resolve() == Path(cfg.train.output_dir).resolve():
+        raise ConfigError(f"init_adapter: {str(given)!r} is this run's own train.output_dir (its adapter and "
+                          "metrics would be overwritten); expected an earlier run's folder: write the new run "
+                          "to another train.output_dir")
+    try:
+        check_adapter_folder(folder)
+        meta = read_meta(folder)
+    except AdapterLoadError as exc:
+        raise ConfigError(f"init_adapter: {exc}") from None
+    if meta["method"] != cfg.model.method:
+        raise ConfigError(f"init_adapter: {folder / META_FILE}: adapter method is {meta['method']!r}, "
+                          f"expected this run's model.method {cfg.model.method!r}")
+    config_file = run_dir / "config.yaml" if run_dir is not None else None
+    if config_file is not None and config_file.is_file():
+        raw = read_yaml(config_file)
+        model = raw.get("model") if isinstance(raw, Mapping) else None
+        model = model if isinstance(model, Mapping) else {}
+        if model.get("task") not in (None, cfg.model.task):
+            raise ConfigError(f"init_adapter: {config_file}: the adapter was trained for model.task "
+                              f"{model['task']!r}, expected this run's {cfg.model.task!r}")
+        if model.get("backbone") is not None and not _same_backbone(str(model["backbone"]), cfg.model.backbone):
+            raise ConfigError(f"init_adapter: {config_file}: the adapter was trained on model.backbone "
+                              f"{model['backbone']!r}, expected this run's {cfg.model.backbone!r}")
+    return folder
+
+
+def _same_backbone(a: str, b: str) -> bool:
+    """Whether two ``model.backbone`` values name the same model (an alias and its folder do)."""
+    if a == b:
+        return True
+    try:
+        return os.path.realpath(resolve_model(a)) == os.path.realpath(resolve_model(b))
+    except Exception:  # a name that no longer resolves (a moved folder) is simply not the same
+        return False
+
+
+def load_init_adapter(model: BehaviourModel, folder: Path) -> None:
+    """Load the checked adapter folder's tensors into the built model (the warm start).
+
+    Raises:
+        ConfigError: Options, targets, head, base or tensor shapes differ (one line naming the file).
+    """
+    from safetensors import SafetensorError
+
+    try:
+        load_adapter_weights(model, folder)
+    except AdapterLoadError as exc:
+        raise ConfigError(f"init_adapter: {exc}") from None
+    except SafetensorError as exc:
+        raise ConfigError(f"init_adapter: {folder / TENSORS_FILE}: not a readable safetensors "
+                          f"file ({exc}); expected the complete file petrec.save_adapter wrote") from None
+
+
 def fit_behaviour_stats(cfg: FinetuneConfig, train_split: object) -> BehaviourStats:
     """Statistics of the prior path: counts over the training block (or examples), scaler on the examples."""
     sampled = cfg.data.few_shot_k is not None or cfg.data.max_train_examples is not None
@@ -116,6 +215,7 @@ def main(argv: list[str] | None = None) -> dict:
     if print_only:
         print(yaml.safe_dump(to_dict(cfg), sort_keys=False))
         return {}
+    init_folder = resolve_init_adapter(cfg)  # before anything is written: it may read an earlier config.yaml
     accelerator = make_accelerator(cfg.train)
     out = Path(cfg.train.output_dir)
     if accelerator.is_main_process:
@@ -145,7 +245,10 @@ def main(argv: list[str] | None = None) -> dict:
     # 2. Model: frozen backbone + PEFT method + task head (seeded: same init on every run).
     set_seed(cfg.train.seed)
     model = build_model(cfg.model)
-    if cfg.model.behaviour_prior and cfg.prior_warm_start:  # stage one: the count model
+    if init_folder is not None:  # continual fine-tuning: the earlier run's adapter and head
+        load_init_adapter(model, init_folder)
+        accelerator.print(f"warm start from {init_folder}")
+    elif cfg.model.behaviour_prior and cfg.prior_warm_start:  # stage one: the count model
         train_rows = splits["train"]
         model.prior.warm_start(np.asarray(train_rows["features"]),
                                np.asarray(train_rows[LABEL_COLUMN[cfg.data.task]], dtype=float), cfg.data.task)
@@ -202,6 +305,8 @@ def main(argv: list[str] | None = None) -> dict:
         "time_budget_hit": result.time_budget_hit,
         "wall_seconds": result.wall_seconds,
         "num_processes": accelerator.num_processes,
+        # The adapter this run started from (continual fine-tuning); None = fresh weights.
+        "init_adapter": str(init_folder.resolve()) if init_folder is not None else None,
     }
     if accelerator.is_main_process:
         petrec.save_adapter(accelerator.unwrap_model(model), out / "adapter")
