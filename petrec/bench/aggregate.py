@@ -1,7 +1,8 @@
 """Run records → one flat table of runs → one row per (table, variant, k, method) with mean ± std and 95% CI.
 
 pandas does the grouping; the confidence interval is Student's t over seeds
-(``mean ± t(0.975, n−1) · s / √n``, scipy), undefined (NaN) for a single seed.
+(``mean ± t(0.975, n−1) · s / √n``, scipy), undefined (NaN) for a single seed. The user folds
+of a k-fold experiment (``folds``) are pooled like seeds: one cell's n runs are its folds × seeds.
 """
 
 from __future__ import annotations
@@ -75,6 +76,8 @@ def runs_frame(records: Sequence[dict[str, Any]]) -> pd.DataFrame:
             for name, value in (metrics.get(split) or {}).items():
                 if isinstance(value, (int, float)) and not isinstance(value, bool):
                     row[f"{split}_{name}"] = value
+        if info.get("fold") is not None:  # k-fold runs only: other results keep their columns
+            row["fold"] = info["fold"]
         rows.append(row)
     frame = pd.DataFrame(rows)
     if frame.empty:
@@ -132,7 +135,9 @@ def summarize(frame: pd.DataFrame, metrics: dict[str, str | None] | None = None,
         _std / _ci_low / _ci_high / _n, trainable_params, trainable_percent, memory_mb,
         memory_source, memory_ratio, train_sps, train_sps_ratio, infer_sps, adapter_bytes,
         wall_seconds, shared_cpu_runs (ok runs whose speed was measured while other processes
-        used more than :data:`SHARED_CPU_SHARE` of the CPU), errors.
+        used more than :data:`SHARED_CPU_SHARE` of the CPU), errors; when any run is a k-fold
+        run (``fold`` column): folds (the fold indices) and n_folds (0 for a cell without
+        folds). A cell's folds are pooled like seeds: metric_n counts its ok fold × seed runs.
     """
     if frame.empty:
         return pd.DataFrame()
@@ -168,6 +173,9 @@ def summarize(frame: pd.DataFrame, metrics: dict[str, str | None] | None = None,
                 labels=";".join(sorted({lbl for lbl in g["labels"] if lbl})),
                 errors=" | ".join(sorted({e for e in g.loc[g["status"] != "ok", "error"] if e})),
             )
+            if "fold" in g:
+                folds = sorted(int(f) for f in g["fold"].dropna().unique())
+                row.update(folds=",".join(str(f) for f in folds), n_folds=len(folds))
             out_rows.append(row)
     summary = pd.DataFrame(out_rows)
     ref = summary[summary["method"] == reference_method].set_index(["table", "variant", "k_label"])

@@ -2,7 +2,9 @@
 
 One section per report table (protocol), one table per variant × few-shot size: method,
 trainable %, the test metric mean ± std over seeds with its 95% interval, peak memory and
-its ratio to full fine-tuning, train / inference samples/s and the ratio, adapter size.
+its ratio to full fine-tuning, train / inference samples/s and the ratio, adapter size. A
+k-fold experiment (``folds``) pools its folds × seeds runs into the same mean and interval,
+and says so beside the count (``n=10: 5 folds × 2 seeds``).
 Every missing number prints as ``—``; failed runs are listed with their error.
 """
 
@@ -68,6 +70,22 @@ def fmt_ratio(x: Any) -> str:
     return MISSING if math.isnan(v) else f"{v:.2f}×"
 
 
+def n_folds(row: pd.Series) -> int:
+    """User folds behind one summary row (0 when it is not a k-fold cell)."""
+    v = _num(row.get("n_folds"))
+    return 0 if math.isnan(v) else int(v)
+
+
+def fmt_runs(row: pd.Series) -> str:
+    """``n=3``, or for a k-fold cell ``n=10: 5 folds × 2 seeds`` (the runs the mean pools)."""
+    text = f"n={int(row.get('metric_n', 0))}"
+    folds = n_folds(row)
+    if folds:
+        seeds = len([s for s in str(row.get("seeds") or "").split(",") if s])
+        text += f": {folds} folds × {seeds} seed{'' if seeds == 1 else 's'}"
+    return text
+
+
 def fmt_metric(row: pd.Series) -> str:
     """``0.7312 ± 0.0120 [0.701, 0.761] (n=3)``; failures noted; ``—`` when nothing ran ok."""
     mean = _num(row.get("metric_mean"))
@@ -79,7 +97,7 @@ def fmt_metric(row: pd.Series) -> str:
     std = _num(row.get("metric_std"))
     if not math.isnan(std):
         text += f" ± {std:.4f} [{_num(row.get('metric_ci_low')):.3f}, {_num(row.get('metric_ci_high')):.3f}]"
-    return text + f" (n={int(row.get('metric_n', 0))})" + failed
+    return text + f" ({fmt_runs(row)})" + failed
 
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]], style: str = "md") -> str:
@@ -244,13 +262,20 @@ def render(summary: pd.DataFrame, runs: pd.DataFrame, meta: dict[str, Any], styl
         for exp in exps:
             if exp.get("note"):
                 out += [str(exp["note"]).strip(), ""]
+            if exp.get("folds"):
+                seeds = exp.get("seeds") or [1]
+                out += [f"Cross-validation ({exp.get('name')}): {exp['folds']} user folds (kfold protocol; each run "
+                        f"tests one fold, the next fold is its validation set) × {len(seeds)} "
+                        f"seed{'' if len(seeds) == 1 else 's'} = {exp['folds'] * len(seeds)} runs per row, "
+                        "baselines included; each row's mean and 95% interval pool them.", ""]
         refs = _references(meta, str(table))
         for variant, vpart in tpart.groupby("variant", sort=False):
             labels = sorted({lbl for lbl in vpart["labels"] if lbl and not lbl.startswith("baseline")})
             ks = sorted(vpart["k_label"].unique(), key=_k_sort)
             metric = vpart["metric"].iloc[0]
             if len(ks) > 1 and metric:
-                out += [f"{h3}{variant}: test {metric} by training-set size (mean over seeds)", ""]
+                over = "folds × seeds" if any(n_folds(r) for _, r in vpart.iterrows()) else "seeds"
+                out += [f"{h3}{variant}: test {metric} by training-set size (mean over {over})", ""]
                 pivot_rows = []
                 methods = sorted(vpart["method"].unique(), key=lambda m: order.get(m, 999))
                 for m in methods:
@@ -308,6 +333,10 @@ def render(summary: pd.DataFrame, runs: pd.DataFrame, meta: dict[str, Any], styl
     out += [f"{h2}How to read this", "",
             "- mean ± std over seeds (sample std); [95% CI] is the Student-t interval of the mean; "
             "std and CI need ≥ 2 seeds.",
+            *(["- k-fold rows (n=…: folds × seeds) pool their fold runs like seeds; folds share training users, "
+               "so those runs are not independent and the interval is narrower than the true uncertainty "
+               "(no unbiased variance estimator of k-fold cross-validation exists: Bengio & Grandvalet, 2004)."]
+              if any(n_folds(r) for _, r in summary.iterrows()) else []),
             "- mem ÷ full and speed ÷ full divide by the `full` fine-tuning row of the same table; "
             "peak memory is measured in the run's own process.",
             "- baselines run in-process: plain statistics, and small ID-based sequence models trained "
@@ -376,7 +405,8 @@ def coverage(runs: pd.DataFrame, meta: dict[str, Any]) -> list[str]:
             continue
         cells: dict[str, list[str]] = {}
         for r in absent:
-            cells.setdefault(r.method, []).append(f"{r.variant}/k={k_label(r.few_shot_k)}/s{r.seed}")
+            fold = "" if r.fold is None else f"/f{r.fold}"
+            cells.setdefault(r.method, []).append(f"{r.variant}/k={k_label(r.few_shot_k)}{fold}/s{r.seed}")
         detail = "; ".join(f"{m}: {', '.join(c) if len(c) <= 4 else f'{len(c)} runs'}" for m, c in cells.items())
         out.append(f"{exp}: {len(specs) - len(absent)} of {len(specs)} planned runs recorded; missing — {detail}")
     return out

@@ -182,6 +182,8 @@ def run_info(spec: RunSpec, argv: list[str] | None, env_info: dict[str, Any]) ->
         "variant": spec.variant,
         "few_shot_k": spec.few_shot_k,
         "seed": spec.seed,
+        # Only k-fold runs carry it: records of suites without folds keep their exact shape.
+        **({"fold": spec.fold} if spec.fold is not None else {}),
         "config": spec.config,
         "config_hash": spec.config_hash,
         "command": shlex.join(argv) if argv else None,

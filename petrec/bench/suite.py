@@ -24,6 +24,8 @@ SEED_KEYS: dict[str, tuple[str, ...]] = {
     "efficiency": ("seed",),
 }
 FEW_SHOT_KEY = "data.few_shot_k"
+#: What an experiment's ``folds`` sets in each run's config (the data layer's user k-fold protocol).
+FOLD_PROTOCOL_KEY, FOLDS_KEY, FOLD_KEY = "data.protocol", "data.kfold_k", "data.kfold_fold"
 METHOD_KEYS: dict[str, str] = {"finetune": "model.method", "efficiency": "method"}
 OUTPUT_KEYS: dict[str, str] = {"finetune": "train.output_dir", "efficiency": "output_dir"}
 _ID_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -83,6 +85,16 @@ class ExperimentConfig:
     """Training-set sizes (``data.few_shot_k``); None = the full training split."""
     seeds: list[int] = field(default_factory=lambda: [1])
     """Seeds; each one sets the run's training and sampling seeds."""
+    folds: int | None = None
+    """User k-fold cross-validation: None (default) runs the experiment's own split once; an
+    integer ≥ 2 repeats every (method, variant, k, seed) run, baselines included, once per fold
+    ``f`` = 0 … folds−1 with ``data.protocol: kfold``, ``data.kfold_k: folds`` and
+    ``data.kfold_fold: f`` (users of fold f are test, of f+1 mod folds valid, the rest train;
+    :func:`petrec.data.splits.kfold_assign`). ``data.seed`` (the run's seed) draws the user
+    partition, so every method and baseline of one seed sees the same folds, and several seeds
+    are repeated k-fold. Run ids gain ``__f<fold>`` before the seed; the report pools the
+    folds × seeds runs of a cell into one mean and 95% interval. The experiment's data config
+    must leave ``protocol`` unset or ``kfold`` and ``kfold_fold`` unset (``finetune`` suites only)."""
     metric: str | None = None
     """Test metric of the tables and plots (``auc``, ``rmse`` ...); None = no task metric (E1 shapes)."""
     baselines: list[str] = field(default_factory=list)
@@ -106,6 +118,10 @@ class ExperimentConfig:
         for k in self.few_shot_k:
             if k is not None and k < 1:
                 raise ValueError(f"experiment {self.name}: few_shot_k values must be ≥ 1 or null, got {k}")
+        if self.folds is not None and (isinstance(self.folds, bool) or not isinstance(self.folds, int)
+                                       or self.folds < 2):
+            raise ValueError(f"experiment {self.name}: folds must be an integer ≥ 2 (user folds of the kfold "
+                             f"protocol) or null, got {self.folds!r}")
         for name in self.variants:
             if not name or _ID_SAFE.search(name):
                 raise ValueError(f"experiment {self.name}: variant name {name!r} must use only letters, digits, . _ -")
@@ -164,12 +180,49 @@ class SuiteConfig:
                     f"experiment {exp.name}: method(s) {unknown} are not under 'methods' "
                     f"(known: {sorted(self.methods)})"
                 )
+            if exp.folds is not None:
+                _check_folds(self, exp)
             if exp.baselines:
                 from petrec.bench.baselines import BASELINES
 
                 bad = sorted(set(exp.baselines) - set(BASELINES))
                 if bad:
                     raise ValueError(f"experiment {exp.name}: unknown baseline(s) {bad}; known: {sorted(BASELINES)}")
+
+
+def _dotted(cfg: dict[str, Any], key: str) -> tuple[bool, Any]:
+    node: Any = cfg
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False, None
+        node = node[part]
+    return True, node
+
+
+def _check_folds(suite: SuiteConfig, exp: ExperimentConfig) -> None:
+    """Raise one error naming the experiment when its runs' data config contradicts ``folds``."""
+    if suite.kind != "finetune":
+        raise ValueError(f"experiment {exp.name}: folds needs a finetune suite (the kfold protocol of the data "
+                         f"layer); this suite's kind is {suite.kind!r}")
+    methods = exp.methods if exp.methods is not None else list(suite.methods)
+    for variant, vcfg in (exp.variants or {"default": {}}).items():
+        base = merge_dicts(merge_dicts(suite.defaults, exp.overrides), vcfg)
+        sources = [("the experiment", base)] + [
+            (f"method {m}", merge_dicts(merge_dicts(base, suite.methods[m]), exp.method_overrides.get(m, {})))
+            for m in methods]
+        for who, cfg in sources:
+            where = f"{who}, variant {variant}" if exp.variants else who
+            found, protocol = _dotted(cfg, FOLD_PROTOCOL_KEY)
+            if found and protocol != "kfold":
+                raise ValueError(f"experiment {exp.name}: folds: {exp.folds} runs the kfold protocol (user folds), "
+                                 f"but {where} sets data.protocol: {protocol!r}; set it to kfold or leave it out")
+            found, k = _dotted(cfg, FOLDS_KEY)
+            if found and k != exp.folds:
+                raise ValueError(f"experiment {exp.name}: folds: {exp.folds} but {where} sets data.kfold_k: {k!r}; "
+                                 "leave data.kfold_k out (folds sets it)")
+            if _dotted(cfg, FOLD_KEY)[0]:
+                raise ValueError(f"experiment {exp.name}: folds: {exp.folds} runs every fold, but {where} sets "
+                                 "data.kfold_fold; leave it out")
 
 
 @dataclass(frozen=True)
@@ -196,6 +249,8 @@ class RunSpec:
     """Seed."""
     config: dict[str, Any]
     """Run-config values passed to the run (nested sections)."""
+    fold: int | None = None
+    """User fold tested by this run (``data.kfold_fold``) when its experiment sets ``folds``; None otherwise."""
 
     @property
     def config_hash(self) -> str:
@@ -215,10 +270,21 @@ def _set_dotted(cfg: dict[str, Any], key: str, value: Any) -> dict[str, Any]:
     return merge_dicts(cfg, root)
 
 
-def make_run_id(experiment: str, variant: str, method: str, k: int | None, seed: int) -> str:
-    """The run id of one matrix cell (file-name safe)."""
-    parts = [experiment, variant, method, "kfull" if k is None else f"k{k}", f"s{seed}"]
+def make_run_id(experiment: str, variant: str, method: str, k: int | None, seed: int,
+                fold: int | None = None) -> str:
+    """The run id of one matrix cell (file-name safe); a k-fold run has ``__f<fold>`` before the seed."""
+    parts = [experiment, variant, method, "kfull" if k is None else f"k{k}",
+             *([] if fold is None else [f"f{fold}"]), f"s{seed}"]
     return "__".join(_ID_SAFE.sub("-", p) for p in parts)
+
+
+def _with_fold(cfg: dict[str, Any], folds: int | None, fold: int | None) -> dict[str, Any]:
+    """``cfg`` set to the kfold protocol, ``folds`` user folds, testing ``fold`` (unchanged when no folds)."""
+    if folds is None or fold is None:
+        return cfg
+    for key, value in ((FOLD_PROTOCOL_KEY, "kfold"), (FOLDS_KEY, folds), (FOLD_KEY, fold)):
+        cfg = _set_dotted(cfg, key, value)
+    return cfg
 
 
 def expand(suite: SuiteConfig) -> list[RunSpec]:
@@ -226,33 +292,38 @@ def expand(suite: SuiteConfig) -> list[RunSpec]:
 
     Merge order of one run's config: suite ``defaults`` ← experiment ``overrides`` ← variant
     ← suite ``methods[m]`` ← experiment ``method_overrides[m]`` ← axis values (method name,
-    few-shot size, seeds).
+    few-shot size, seeds, and with ``folds`` the kfold protocol and fold). Folds are the innermost
+    axis: all folds of one seed, each fold's baselines first.
     """
     runs: list[RunSpec] = []
     for exp in suite.experiments:
         variants = exp.variants or {"default": {}}
         methods = exp.methods if exp.methods is not None else list(suite.methods)
+        folds: list[int | None] = [None] if exp.folds is None else list(range(exp.folds))
         for variant, vcfg in variants.items():
             for k in exp.few_shot_k:
                 for seed in exp.seeds:
-                    base = merge_dicts(merge_dicts(suite.defaults, exp.overrides), vcfg)
-                    for name in exp.baselines:
-                        cfg = _set_dotted(base, FEW_SHOT_KEY, k)
-                        cfg = _set_dotted(cfg, "data.seed", seed)
-                        runs.append(RunSpec(make_run_id(exp.name, variant, name, k, seed), suite.name,
-                                            "baseline", exp.name, exp.table or exp.name, name, variant, k,
-                                            seed, cfg))
-                    for method in methods:
-                        cfg = merge_dicts(base, suite.methods[method])
-                        cfg = merge_dicts(cfg, exp.method_overrides.get(method, {}))
-                        cfg = _set_dotted(cfg, METHOD_KEYS[suite.kind], method)
-                        if suite.kind == "finetune":
-                            cfg = _set_dotted(cfg, FEW_SHOT_KEY, k)
-                        for key in SEED_KEYS[suite.kind]:
-                            cfg = _set_dotted(cfg, key, seed)
-                        runs.append(RunSpec(make_run_id(exp.name, variant, method, k, seed), suite.name,
-                                            suite.kind, exp.name, exp.table or exp.name, method, variant, k,
-                                            seed, cfg))
+                    for fold in folds:
+                        base = merge_dicts(merge_dicts(suite.defaults, exp.overrides), vcfg)
+                        for name in exp.baselines:
+                            cfg = _set_dotted(base, FEW_SHOT_KEY, k)
+                            cfg = _set_dotted(cfg, "data.seed", seed)
+                            cfg = _with_fold(cfg, exp.folds, fold)
+                            runs.append(RunSpec(make_run_id(exp.name, variant, name, k, seed, fold), suite.name,
+                                                "baseline", exp.name, exp.table or exp.name, name, variant, k,
+                                                seed, cfg, fold))
+                        for method in methods:
+                            cfg = merge_dicts(base, suite.methods[method])
+                            cfg = merge_dicts(cfg, exp.method_overrides.get(method, {}))
+                            cfg = _set_dotted(cfg, METHOD_KEYS[suite.kind], method)
+                            if suite.kind == "finetune":
+                                cfg = _set_dotted(cfg, FEW_SHOT_KEY, k)
+                            for key in SEED_KEYS[suite.kind]:
+                                cfg = _set_dotted(cfg, key, seed)
+                            cfg = _with_fold(cfg, exp.folds, fold)
+                            runs.append(RunSpec(make_run_id(exp.name, variant, method, k, seed, fold), suite.name,
+                                                suite.kind, exp.name, exp.table or exp.name, method, variant, k,
+                                                seed, cfg, fold))
     ids = [r.run_id for r in runs]
     if len(set(ids)) != len(ids):
         dup = sorted({i for i in ids if ids.count(i) > 1})

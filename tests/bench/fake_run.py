@@ -4,8 +4,8 @@ Behaviour is set by the run config's ``fake`` section:
     fail_methods: methods that print an error and exit 3
     silent_methods: methods that exit 0 without writing metrics.json
     sleep_methods: methods that sleep 30 s (for the timeout test)
-    calls_file: a file to which every invocation appends its method and seed
-The test metric is deterministic: auc = base[method] + 0.01 * seed.
+    calls_file: a file to which every invocation appends its method and seed (and ``f<fold>`` of a k-fold run)
+The test metric is deterministic: auc = base[method] + 0.01 * seed (+ 0.001 * data.kfold_fold of a k-fold run).
 """
 
 import argparse
@@ -24,9 +24,10 @@ cfg = yaml.safe_load(Path(args.config).read_text())
 fake = cfg.get("fake") or {}
 method = cfg["model"]["method"]
 seed = cfg["train"]["seed"]
+fold = (cfg.get("data") or {}).get("kfold_fold")
 if fake.get("calls_file"):
     with open(fake["calls_file"], "a") as f:
-        f.write(f"{method} {seed}\n")
+        f.write(f"{method} {seed}" + ("" if fold is None else f" f{fold}") + "\n")
 if method in fake.get("fail_methods", []):
     print("loading model ...")
     print(f"RuntimeError: fake failure of {method}", file=sys.stderr)
@@ -46,7 +47,7 @@ speed = {"full": 10.0, "lora": 15.0, "head": 30.0}.get(method, 1.0)
 metrics = {
     "valid": {"auc": base + 0.01 * seed + 0.001},
     "valid_best": {"metric": "auc", "value": base, "step": 7},
-    "test": {"auc": base + 0.01 * seed, "logloss": 0.6},
+    "test": {"auc": base + 0.01 * seed + 0.001 * (fold or 0), "logloss": 0.6},
     "trainable_params": params, "total_params": 1000, "trainable_percent": 100.0 * params / 1000,
     "peak_memory": {"cpu_peak_rss_mb": memory},
     "train_samples_per_s": speed, "inference_samples_per_s": 2 * speed,
