@@ -12,12 +12,13 @@ from petrec.bench.aggregate import k_label, lower_is_better, mean_std_ci, runs_f
 
 def record(method: str, seed: int, auc: float | None, *, status: str = "ok", k: int | None = 256,
            mem: float | None = 100.0, sps: float | None = 10.0, kind: str = "finetune",
-           params: int | None = 10, table: str = "P1") -> dict[str, Any]:
+           params: int | None = 10, table: str = "P1", fold: int | None = None) -> dict[str, Any]:
     test = {} if auc is None else {"auc": auc, "logloss": 0.5}
+    f = "" if fold is None else f"__f{fold}"
     return {
-        "run_info": {"run_id": f"{table}__default__{method}__k{k}__s{seed}", "suite": "s", "kind": kind,
+        "run_info": {"run_id": f"{table}__default__{method}__k{k}{f}__s{seed}", "suite": "s", "kind": kind,
                      "experiment": table, "table": table, "method": method, "variant": "default",
-                     "few_shot_k": k, "seed": seed, "status": status,
+                     "few_shot_k": k, "seed": seed, **({} if fold is None else {"fold": fold}), "status": status,
                      "error": None if status == "ok" else "exit code 1\nTraceback ...\nMemoryError"},
         "train_info": {"peak_memory": {} if mem is None else {"process_peak_rss_mb": mem},
                        "train_samples_per_s": sps, "inference_samples_per_s": None if sps is None else 2 * sps,
@@ -70,6 +71,37 @@ def test_summarize_groups_seeds_excludes_failures_and_divides_by_full() -> None:
     base = summary[summary["method"] == "history-share"].iloc[0]
     assert base["kind"] == "baseline" and base["metric_mean"] == pytest.approx(0.726)
     assert math.isnan(base["memory_mb"]) and math.isnan(base["memory_ratio"])
+
+
+def test_folds_are_pooled_like_seeds_into_one_mean_and_interval() -> None:
+    aucs = {(f, s): 0.70 + 0.01 * f + 0.003 * s for f in range(5) for s in (1, 2)}
+    records = [record("lora", s, auc, fold=f) for (f, s), auc in aucs.items()]
+    records += [record("history-share", 1, 0.60 + 0.02 * f, kind="baseline", fold=f) for f in range(5)]
+    records += [record("full", 1, 0.75, fold=0), record("full", 1, None, fold=1, status="failed")]
+    frame = runs_frame(records)
+    assert sorted(frame["fold"].dropna().unique()) == [0, 1, 2, 3, 4]
+    summary = summarize(frame, {"P1": "auc"}).set_index("method")
+    lora = summary.loc["lora"]
+    expected = mean_std_ci(list(aucs.values()))  # the t-interval over all 10 fold × seed runs
+    assert (lora["n_runs"], lora["metric_n"], lora["n_folds"], lora["folds"], lora["seeds"]) == (
+        10, 10, 5, "0,1,2,3,4", "1,2")
+    for key in ("mean", "std", "ci_low", "ci_high"):
+        assert lora[f"metric_{key}"] == pytest.approx(expected[key])
+    assert lora["metric_mean"] == pytest.approx(0.7245)
+    base = summary.loc["history-share"]
+    assert (base["metric_n"], base["n_folds"]) == (5, 5)
+    assert base["metric_mean"] == pytest.approx(0.64)
+    assert base["metric_ci_low"] < 0.64 < base["metric_ci_high"]
+    full = summary.loc["full"]  # a failed fold counts as a planned fold, not as a run of the mean
+    assert (full["n_runs"], full["n_ok"], full["metric_n"], full["n_folds"]) == (2, 1, 1, 2)
+
+
+def test_runs_without_folds_get_no_fold_columns() -> None:
+    frame = runs_frame([record("full", 1, 0.7), record("lora", 1, 0.6)])
+    assert "fold" not in frame
+    assert not {"folds", "n_folds"} & set(summarize(frame).columns)
+    mixed = summarize(runs_frame([record("full", 1, 0.7), record("lora", 1, 0.6, fold=0, table="CV")]))
+    assert mixed.set_index("method")["n_folds"].to_dict() == {"full": 0, "lora": 1}
 
 
 def test_summary_metric_none_and_default() -> None:

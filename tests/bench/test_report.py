@@ -193,3 +193,31 @@ def test_speed_goal_is_not_checked_without_a_cpu_sharing_figure(tmp_path: Path) 
     md = build_report(tmp_path)[0].read_text()
     assert ("goal 'speed' (P1 default k=256): not checked, speed not recorded alone: a lora run has no "
             "CPU-sharing figure") in md
+
+
+def test_kfold_rows_say_folds_times_seeds_and_the_section_names_the_folds(tmp_path: Path) -> None:
+    recs = [record("lora", s, 0.70 + 0.01 * f + 0.003 * s, fold=f) for f in range(5) for s in (1, 2)]
+    recs += [record("history-share", s, 0.60 + 0.02 * f, kind="baseline", fold=f) for f in range(5) for s in (1, 2)]
+    suite = {"name": "t", "methods": {"lora": {}}, "experiments": [{
+        "name": "P1", "metric": "auc", "baselines": ["history-share"], "folds": 5, "seeds": [1, 2],
+        "few_shot_k": [256]}]}
+    _write(tmp_path, recs, suite)
+    path, text = build_report(tmp_path, make_plots=False)
+    md = path.read_text()
+    assert "| lora | 10 | 1.0000 | 0.7245 ± 0.0150" in md and "(n=10: 5 folds × 2 seeds) |" in md
+    assert "0.6400 ± 0.0298" in md
+    assert ("Cross-validation (P1): 5 user folds (kfold protocol; each run tests one fold, the next fold is its "
+            "validation set) × 2 seeds = 10 runs per row, baselines included") in md
+    assert "k-fold rows (n=…: folds × seeds) pool their fold runs like seeds" in md
+    assert "Planned but not run" not in md  # every fold × seed run of the suite has its record
+    (tmp_path / "runs" / "P1__default__lora__k256__f3__s2.json").unlink()
+    md = build_report(tmp_path, make_plots=False)[0].read_text()
+    assert "(n=9: 5 folds × 2 seeds)" in md
+    assert "P1: 19 of 20 planned runs recorded; missing — lora: default/k=256/f3/s2" in md
+    assert "5 folds × 2 seeds" in text
+
+
+def test_report_without_folds_mentions_no_folds(fake_suite, tmp_path: Path) -> None:
+    run_suite(fake_suite, tmp_path / "res", progress=lambda s: None)
+    md = build_report(tmp_path / "res", make_plots=False)[0].read_text()
+    assert "folds" not in md and "Cross-validation" not in md and "(n=2) |" in md

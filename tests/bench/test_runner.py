@@ -214,3 +214,31 @@ def test_git_state_counts_code_changes_not_result_changes(tmp_path: Path) -> Non
     assert git_state(tmp_path)["dirty"] is False  # results are outputs
     (tmp_path / "code.py").write_text("x = 2\n")
     assert git_state(tmp_path)["dirty"] is True
+
+
+def test_kfold_suite_runs_every_fold_records_it_and_baselines_see_each_fold(tmp_path: Path) -> None:
+    from petrec.bench.report import build_report
+
+    data = fake_suite_dict(tmp_path)
+    data["defaults"]["data"] = {"dataset": "synthetic", "task": "ctr", "history_len": 3, "synthetic_users": 40,
+                                "synthetic_items": 40, "synthetic_mean_len": 8}
+    data["methods"] = {"lora": {}}
+    data["experiments"] = [{"name": "CV", "folds": 3, "seeds": [1], "metric": "auc", "baselines": ["history-share"]}]
+    res = tmp_path / "res"
+    records = _by_id(run_suite(from_dict(SuiteConfig, data), res, progress=lambda s: None))
+    assert list(records) == [f"CV__default__{m}__kfull__f{f}__s1" for f in range(3) for m in ("history-share", "lora")]
+    assert calls(tmp_path) == ["lora 1 f0", "lora 1 f1", "lora 1 f2"]
+    for run_id, rec in records.items():
+        info = rec["run_info"]
+        assert info["status"] == "ok", info["error"]
+        assert info["fold"] == int(run_id.split("__f")[1][0])
+        assert info["config"]["data"]["protocol"] == "kfold"
+        assert (info["config"]["data"]["kfold_k"], info["config"]["data"]["kfold_fold"]) == (3, info["fold"])
+    assert [records[f"CV__default__lora__kfull__f{f}__s1"]["metrics"]["test"]["auc"] for f in range(3)] == \
+        pytest.approx([0.69, 0.691, 0.692])
+    # the baseline is computed on each fold's own users: three different test sets
+    tests = [records[f"CV__default__history-share__kfull__f{f}__s1"]["metrics"]["test"] for f in range(3)]
+    assert len({json.dumps(t, sort_keys=True) for t in tests}) == 3
+    md = build_report(res, make_plots=False)[0].read_text()
+    assert "0.6910 ± 0.0010" in md and "(n=3: 3 folds × 1 seed)" in md
+    assert md.count("(n=3: 3 folds × 1 seed)") == 2
