@@ -56,3 +56,18 @@ def test_epochs_must_be_a_non_negative_integer(finetune: ModuleType) -> None:
 
     with pytest.raises((ConfigError, ValueError), match=r"train\.epochs must be an integer ≥ 0"):
         finetune.parse_args(["--train.epochs", "-1"])
+
+
+def test_answer_scoring_with_the_behaviour_prior_starts_as_the_prior(
+    finetune: ModuleType, tiny_llama_lm: Path, tmp_path: Path
+) -> None:
+    # The scale of the LM's Yes-No logit starts at 0: before training the model is the prior alone,
+    # so an untrained run scores exactly what a run with the prior and a zeroed LM scores.
+    common = ["--model.backbone", str(tiny_llama_lm), "--model.behaviour_prior", "true", "--train.epochs", "0",
+              *FAST]
+    zero = finetune.main([*common, "--train.output_dir", str(tmp_path / "a")])
+    run = load_run(tmp_path / "a")
+    assert float(run.model.head.scale) == 0.0 and run.stats is not None
+    other = finetune.main([*common, "--train.output_dir", str(tmp_path / "b"), "--model.prompt_format", "plain"])
+    assert zero["test"]["auc"] == pytest.approx(other["test"]["auc"], abs=1e-9)  # the LM's prompt plays no part
+    assert zero["test"]["auc"] > 0.55  # the fitted count model, not chance
