@@ -127,7 +127,7 @@ def test_a_trained_answer_model_saves_and_reloads_exactly(tiny_llama_lm: Path, t
 def test_the_prior_starts_the_answer_switched_off(tiny_llama_lm: Path) -> None:
     cfg = ModelConfig(backbone=str(tiny_llama_lm), task="ctr", scoring="answer", behaviour_prior=True)
     model = build_model(cfg)
-    assert float(model.head.scale) == 0.0
+    assert model.head.scale.item() == 0.0
     with pytest.raises(PetrecModelError, match="built for ctr"):
         ModelConfig(task="rating", scoring="answer", behaviour_prior=True)
 

@@ -67,7 +67,7 @@ def test_answer_scoring_with_the_behaviour_prior_starts_as_the_prior(
               *FAST]
     zero = finetune.main([*common, "--train.output_dir", str(tmp_path / "a")])
     run = load_run(tmp_path / "a")
-    assert float(run.model.head.scale) == 0.0 and run.stats is not None
+    assert run.model.head.scale.item() == 0.0 and run.stats is not None
     other = finetune.main([*common, "--train.output_dir", str(tmp_path / "b"), "--model.prompt_format", "plain"])
     assert zero["test"]["auc"] == pytest.approx(other["test"]["auc"], abs=1e-9)  # the LM's prompt plays no part
     assert zero["test"]["auc"] > 0.55  # the fitted count model, not chance
