@@ -3,7 +3,7 @@
 ``model.backbone`` takes a local Hugging Face folder, a hub id already in the Hugging Face
 cache, a packaged alias (``minilm``, ``smollm2-135m``) or a ``.gguf`` file. transformers loads
 a GGUF file with ``from_pretrained(folder, gguf_file=name)``, de-quantizing every tensor to
-fp32 (SmolLM2-135M: about 20 s on 2 cores), and it refuses to ``save_pretrained`` the result.
+fp32 (tens of seconds for SmolLM2-135M on a CPU), and it refuses to ``save_pretrained`` the result.
 petrec converts the file once into a plain folder (``model.safetensors``, ``config.json``,
 the tokenizer and its chat template) under :func:`cache_dir`, so every later load, and every
 path that expects a folder (the export manifest, the server's shared base, bitsandbytes'

@@ -179,7 +179,7 @@ def _same_backbone(a: str, b: str) -> bool:
         return True
     try:
         return os.path.realpath(resolve_model(a)) == os.path.realpath(resolve_model(b))
-    except Exception:  # a name that no longer resolves (a moved folder) is simply not the same
+    except (OSError, ValueError):  # a name that no longer resolves (a moved folder) is simply not the same
         return False
 
 
