@@ -110,7 +110,7 @@ def test_a_stacked_model_starts_as_the_prior_and_trains_the_language_model_alone
 def test_stacked_fusion_needs_the_prior() -> None:
     from petrec.models import ModelConfig, PetrecModelError
 
-    with pytest.raises(PetrecModelError, match="set model.behaviour_prior: true"):
+    with pytest.raises(PetrecModelError, match=r"set model\.behaviour_prior: true"):
         ModelConfig(prior_fusion="stacked")
     with pytest.raises(PetrecModelError, match="prior_fusion"):
         ModelConfig(behaviour_prior=True, prior_fusion="late")
