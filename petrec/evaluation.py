@@ -17,6 +17,7 @@ from torch import nn
 
 from petrec import metrics as M
 from petrec.debias import DEBIAS_COLUMNS, pointwise_breakdown, ranking_breakdown
+from petrec.fusion import fit_fusion
 
 #: ``(model, prepared_loader, accelerator) -> {metric name: value}``; the first key is the
 #: task's default model-selection metric.
@@ -33,6 +34,8 @@ def higher_is_better(metric: str) -> bool:
 
 #: Batch keys a :class:`petrec.models.BehaviourModel` reads (``features`` only with a behaviour prior).
 MODEL_INPUTS = ("input_ids", "attention_mask", "features")
+#: The two scores a stacked-fusion model outputs beside its fused one (petrec.fusion).
+FUSION_PARTS = ("lm_logits", "prior_logits")
 
 
 def predict_scores(model: nn.Module, loader: Any, accelerator: Accelerator,
@@ -60,7 +63,8 @@ def predict_with_extras(model: nn.Module, loader: Any, accelerator: Accelerator,
 
     Returns:
         ``(predictions, labels, extras)``; ``extras`` maps each debias column the batches carry
-        to one float64 value per example (empty when the split was not annotated).
+        to one float64 value per example (empty when the split was not annotated), and, for a
+        stacked-fusion model (:mod:`petrec.fusion`), ``lm_logits`` and ``prior_logits``.
     """
     model.eval()
     preds, labels, extras = [], [], {}
@@ -68,6 +72,9 @@ def predict_with_extras(model: nn.Module, loader: Any, accelerator: Accelerator,
         out = model(**{k: v for k, v in batch.items() if k in input_keys})
         logits = out.logits.reshape(-1).float()
         carried = {k: batch[k] for k in DEBIAS_COLUMNS if k in batch}
+        for part in FUSION_PARTS:
+            if getattr(out, part, None) is not None:
+                carried[part] = getattr(out, part).reshape(-1).float()
         p, y, c = accelerator.gather_for_metrics((logits, batch["labels"].reshape(-1).float(), carried))
         preds.append(p.cpu())
         labels.append(y.cpu())
@@ -77,22 +84,54 @@ def predict_with_extras(model: nn.Module, loader: Any, accelerator: Accelerator,
             {name: torch.cat(parts).double().numpy() for name, parts in extras.items()})
 
 
+def _fused(model: nn.Module, accelerator: Accelerator, task: str, preds: np.ndarray, targets: np.ndarray,
+           extras: dict[str, np.ndarray], calibrate: bool) -> tuple[np.ndarray, dict[str, float]]:
+    """Stacked fusion: with ``calibrate``, fit the mix on this split and store it in the model.
+
+    Returns the (re)mixed predictions and the metrics of the parts: the language model's alone,
+    and the fitted weight (``lm_*``, ``fusion_*``); unchanged predictions and no metrics for any
+    other model, or without ``calibrate``.
+    """
+    parts = {k: extras.pop(k) for k in FUSION_PARTS if k in extras}
+    if not calibrate or len(parts) < 2:
+        return preds, {}
+    lm, prior = parts["lm_logits"], parts["prior_logits"]
+    weight, bias = fit_fusion(lm, prior, targets, task)
+    accelerator.unwrap_model(model).prior.set_fusion(weight, bias)
+    if task == "ctr":
+        alone = M.compute_ctr(targets.astype(np.int64), lm, from_logits=True)
+    else:
+        alone = M.compute_rating(targets, lm)
+    first = next(iter(alone))
+    return prior + weight * lm + bias, {f"lm_{first}": alone[first], "fusion_weight": weight, "fusion_bias": bias}
+
+
 def evaluate_ctr(model: nn.Module, loader: Any, accelerator: Accelerator,
-                 input_keys: tuple[str, ...] = MODEL_INPUTS) -> dict[str, float]:
+                 input_keys: tuple[str, ...] = MODEL_INPUTS, *, calibrate: bool = False) -> dict[str, float]:
     """AUC (first: the default selection metric), log loss, accuracy and F1 of click/like logits.
 
     On an annotated split (:func:`petrec.data.exposure.annotate_splits`) also ``ips_auc``, ``snips_auc``
-    and the per-group breakdown (:func:`petrec.debias.pointwise_breakdown`).
+    and the per-group breakdown (:func:`petrec.debias.pointwise_breakdown`). With ``calibrate``, a
+    stacked-fusion model's mix is fitted on this split first (:mod:`petrec.fusion`; the
+    recipe calibrates on the validation split only) and ``lm_auc`` / ``fusion_weight`` are added.
     """
     logits, labels, extras = predict_with_extras(model, loader, accelerator, input_keys)
+    logits, fusion = _fused(model, accelerator, "ctr", logits, labels, extras, calibrate)
     out = {**M.compute_ctr(labels.astype(np.int64), logits, from_logits=True), "n_examples": float(len(labels))}
+    out.update(fusion)
     return {**out, **pointwise_breakdown("ctr", labels, logits, extras)} if extras else out
 
 
-def evaluate_rating(model: nn.Module, loader: Any, accelerator: Accelerator) -> dict[str, float]:
-    """RMSE (first: the default selection metric) and MAE of rating predictions (+ group breakdown)."""
+def evaluate_rating(model: nn.Module, loader: Any, accelerator: Accelerator, *,
+                    calibrate: bool = False) -> dict[str, float]:
+    """RMSE (first: the default selection metric) and MAE of rating predictions (+ group breakdown).
+
+    ``calibrate``: as in :func:`evaluate_ctr` (``lm_rmse`` / ``fusion_weight`` are added).
+    """
     preds, targets, extras = predict_with_extras(model, loader, accelerator)
+    preds, fusion = _fused(model, accelerator, "rating", preds, targets, extras, calibrate)
     out = {**M.compute_rating(targets, preds), "n_examples": float(len(targets))}
+    out.update(fusion)
     return {**out, **pointwise_breakdown("rating", targets, preds, extras)} if extras else out
 
 

@@ -15,7 +15,7 @@ PACKAGE = ROOT / "petrec"
 #: or lower ones. An area is a sub-package or a top-level module of petrec; the bare
 #: ``import petrec`` is the methods API (``petrec.attach`` ...).
 LAYERS: list[tuple[str, set[str]]] = [
-    ("foundation", {"config", "paths", "checkpoints", "files", "debias", "collate", "metrics", "evaluation"}),
+    ("foundation", {"config", "paths", "checkpoints", "files", "debias", "collate", "metrics", "evaluation", "fusion"}),
     ("data", {"data"}),
     ("methods", {"methods", ""}),
     ("models", {"models"}),

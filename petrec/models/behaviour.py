@@ -53,12 +53,17 @@ class BehaviourOutput(ModelOutput):
             item inputs were given; columns = the batch's targets, then any sampled negatives.
         user_embeddings: ``next_item``: ``(batch, dim)`` normalised user embeddings.
         item_embeddings: ``next_item``: ``(batch, dim)`` normalised target-item embeddings.
+        lm_logits: Stacked fusion (``model.prior_fusion: stacked``) only: the language model's
+            own ``(batch,)`` scores, before they are mixed with the prior.
+        prior_logits: Stacked fusion only: the prior head's ``(batch,)`` scores.
     """
 
     loss: torch.Tensor | None = None
     logits: torch.Tensor | None = None
     user_embeddings: torch.Tensor | None = None
     item_embeddings: torch.Tensor | None = None
+    lm_logits: torch.Tensor | None = None
+    prior_logits: torch.Tensor | None = None
 
 
 def _compact(ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -168,11 +173,19 @@ class PriorHead(nn.Module):
     Args:
         n_features: Width of the feature vector (:data:`petrec.data.features.FEATURE_NAMES`).
         hidden: Width of the MLP branch; 0 = linear only.
+        stacked: Hold the two numbers of stacked fusion (``fusion_weight``, ``fusion_bias``).
     """
 
-    def __init__(self, n_features: int, hidden: int) -> None:
+    def __init__(self, n_features: int, hidden: int, *, stacked: bool = False) -> None:
         super().__init__()
         self.linear = nn.Linear(n_features, 1)
+        # Stacked fusion (petrec.fusion): the language model's weight and a shift, fitted on
+        # the validation split, never by the optimizer (the training loss does not read them).
+        self.fusion_weight: nn.Parameter | None = None
+        self.fusion_bias: nn.Parameter | None = None
+        if stacked:
+            self.fusion_weight = nn.Parameter(torch.zeros(()))
+            self.fusion_bias = nn.Parameter(torch.zeros(()))
         self.mlp: nn.Module | None = None
         if hidden:
             last = nn.Linear(hidden, 1)
@@ -208,6 +221,21 @@ class PriorHead(nn.Module):
             out = out + self.mlp(features)
         return out.squeeze(-1)
 
+    def freeze_fit(self) -> None:
+        """Stacked fusion: keep the fitted count model as it is; only the two fusion numbers stay
+        trainable parameters (so the loop's best-weights snapshot and the saved adapter carry them),
+        and they are set by :meth:`set_fusion`, never by a gradient."""
+        for name, param in self.named_parameters():
+            param.requires_grad_(name.startswith("fusion_"))
+
+    @torch.no_grad()
+    def set_fusion(self, weight: float, bias: float) -> None:
+        """Store the stacked-fusion numbers (:func:`petrec.fusion.fit_fusion`)."""
+        if self.fusion_weight is None or self.fusion_bias is None:
+            raise PetrecModelError("set_fusion: this prior head was built without stacked fusion")
+        self.fusion_weight.fill_(weight)
+        self.fusion_bias.fill_(bias)
+
 
 class BehaviourModel(nn.Module):
     """Backbone (``.backbone``, a HF base model without LM/classification head) + pooling + ``.head``.
@@ -235,14 +263,18 @@ class BehaviourModel(nn.Module):
             # Rows start at zero here; build_model copies the checkpoint's LM-head rows in, and a
             # reloaded run loads its trained head. With a prior, the LM's answer starts switched
             # off (scale 0) so the model starts as the prior, as the linear head does below.
-            self.head: nn.Module = AnswerHead(hidden, cfg.task, scale=0.0 if cfg.behaviour_prior else 1.0)
+            joint = cfg.behaviour_prior and cfg.prior_fusion == "joint"
+            self.head: nn.Module = AnswerHead(hidden, cfg.task, scale=0.0 if joint else 1.0)
         else:
             self.head = _make_head(hidden, hidden if cfg.task == "next_item" else 1, cfg)
         if cfg.behaviour_prior:
             from petrec.data.features import FEATURE_NAMES
 
-            self.prior = PriorHead(len(FEATURE_NAMES), cfg.prior_hidden)
-            if cfg.scoring == "head":
+            stacked = cfg.prior_fusion == "stacked"
+            self.prior = PriorHead(len(FEATURE_NAMES), cfg.prior_hidden, stacked=stacked)
+            # Stacked: the language model trains on its own, from its usual start (weight 0 = the
+            # model starts as the prior all the same).
+            if cfg.scoring == "head" and not stacked:
                 # The language model's head starts at zero: the model starts as the prior alone
                 # (the count model, once warm-started) and the adapter learns the residual.
                 last = [m for m in self.head.modules() if isinstance(m, nn.Linear)][-1]
@@ -367,27 +399,39 @@ class BehaviourModel(nn.Module):
                 input_ids, attention_mask, labels, item_input_ids, item_attention_mask, target_index,
                 negatives,
             )  # fmt: skip
-        logits = self._head_out(input_ids, attention_mask).squeeze(-1).float()
-        logits = self._add_prior(logits, features)
+        lm_logits = self._head_out(input_ids, attention_mask).squeeze(-1).float()
+        logits, prior_logits = self._add_prior(lm_logits, features)
+        stacked = prior_logits is not None and self.prior.fusion_weight is not None
         loss = None
         if labels is not None:
-            target = labels.reshape(-1).to(logits.dtype)
-            if target.shape[0] != logits.shape[0]:
+            # Stacked fusion trains the language model on the text alone; joint, on the sum.
+            trained = lm_logits if stacked else logits
+            target = labels.reshape(-1).to(trained.dtype)
+            if target.shape[0] != trained.shape[0]:
                 raise PetrecModelError(
-                    f"labels: {target.shape[0]} values for a batch of {logits.shape[0]} examples"
+                    f"labels: {target.shape[0]} values for a batch of {trained.shape[0]} examples"
                 )
             if self.cfg.task == "ctr":
-                loss = F.binary_cross_entropy_with_logits(logits, target)
+                loss = F.binary_cross_entropy_with_logits(trained, target)
             else:
-                loss = F.mse_loss(logits, target)
-        return BehaviourOutput(loss=loss, logits=logits)
+                loss = F.mse_loss(trained, target)
+            if stacked and self.prior.fusion_weight.requires_grad:
+                # A zero gradient, not none: DDP expects every trainable parameter in the backward
+                # pass; AdamW leaves a parameter whose gradients are all zero where it is.
+                loss = loss + 0.0 * (self.prior.fusion_weight + self.prior.fusion_bias)
+        if not stacked:
+            return BehaviourOutput(loss=loss, logits=logits)
+        return BehaviourOutput(loss=loss, logits=logits, lm_logits=lm_logits.detach(),
+                               prior_logits=prior_logits.detach())
 
-    def _add_prior(self, logits: torch.Tensor, features: torch.Tensor | None) -> torch.Tensor:
+    def _add_prior(self, logits: torch.Tensor, features: torch.Tensor | None
+                   ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(model scores, prior scores)``: the language model's ``logits`` combined with the prior's."""
         prior = getattr(self, "prior", None)
         if prior is None:
             if features is not None:
                 raise PetrecModelError("features given to a model built without model.behaviour_prior")
-            return logits
+            return logits, None
         if features is None:
             raise PetrecModelError(
                 "this model has a behaviour prior (model.behaviour_prior): pass the examples' "
@@ -398,7 +442,11 @@ class BehaviourModel(nn.Module):
                 f"features: expected shape ({logits.shape[0]}, {prior.linear.in_features}), "
                 f"got {tuple(features.shape)}"
             )
-        return logits + prior(features.to(prior.linear.weight.dtype)).float()
+        prior_logits = prior(features.to(prior.linear.weight.dtype)).float()
+        if prior.fusion_weight is not None:  # stacked: prior + weight * lm + bias
+            fused = prior_logits + prior.fusion_weight.float() * logits + prior.fusion_bias.float()
+            return fused, prior_logits
+        return logits + prior_logits, prior_logits
 
     def _forward_next_item(
         self,

@@ -14,6 +14,7 @@ PaddingSide = Literal["right", "left"]
 DType = Literal["float32", "bfloat16", "float16", "auto"]
 Scoring = Literal["head", "answer"]
 PromptFormat = Literal["auto", "chat", "plain"]
+PriorFusion = Literal["joint", "stacked"]
 
 TASKS: tuple[str, ...] = get_args(Task)
 POOLINGS: tuple[str, ...] = get_args(Pooling)
@@ -76,6 +77,11 @@ class ModelConfig:
     statistics on the training split and writes them with the run."""
     prior_hidden: int = 16
     """Hidden width of the prior head's MLP branch (0 = the linear branch alone)."""
+    prior_fusion: PriorFusion = "joint"
+    """With ``behaviour_prior``: ``joint`` = the language model's logit is added to the prior's and
+    both train together on the training examples; ``stacked`` = the prior stays the fitted count
+    model, the language model trains on the text alone, and two numbers (weight, bias) fitted on
+    the validation split at each evaluation mix them (:mod:`petrec.fusion`)."""
     scoring: Scoring = "head"
     """ctr / rating: ``head`` = a new linear head on the pooled state; ``answer`` = a decoder's
     own next-token scores of the answer words after the prompt (TALLRec): ctr = logit of "Yes"
@@ -107,6 +113,12 @@ class ModelConfig:
             raise PetrecModelError("model.behaviour_prior applies to ctr / rating models, not next_item")
         if isinstance(self.prior_hidden, bool) or not isinstance(self.prior_hidden, int) or self.prior_hidden < 0:
             raise PetrecModelError(f"model.prior_hidden: expected an integer >= 0, got {self.prior_hidden!r}")
+        _check_choice("prior_fusion", self.prior_fusion, get_args(PriorFusion))
+        if self.prior_fusion != "joint" and not self.behaviour_prior:
+            raise PetrecModelError(
+                f"model.prior_fusion={self.prior_fusion!r} mixes the language model with the behaviour "
+                "prior: set model.behaviour_prior: true as well"
+            )
         _check_choice("scoring", self.scoring, get_args(Scoring))
         _check_choice("prompt_format", self.prompt_format, get_args(PromptFormat))
         if self.scoring == "answer":

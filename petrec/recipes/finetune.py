@@ -19,6 +19,7 @@ trained adapter and head instead of fresh ones (same base, method and task).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -252,6 +253,9 @@ def main(argv: list[str] | None = None) -> dict:
         train_rows = splits["train"]
         model.prior.warm_start(np.asarray(train_rows["features"]),
                                np.asarray(train_rows[LABEL_COLUMN[cfg.data.task]], dtype=float), cfg.data.task)
+    stacked = cfg.model.behaviour_prior and cfg.model.prior_fusion == "stacked"
+    if stacked:  # the fitted count model stays fixed; the mix is fitted on validation (petrec.fusion)
+        model.prior.freeze_fit()
     accelerator.print(petrec.trainable_report(model))
     if cfg.model.pooling == "auto" and accelerator.is_main_process:
         # Record what "auto" resolved to, so reloading this run never depends on the rule.
@@ -276,7 +280,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     # 4. Train with early stopping on the validation split; the best adapter is saved as it improves.
     evaluate_fn = evaluator_for(cfg.data.task, item_loader)
-    result = train(model, loader("train", True), loader("valid", False), cfg.train, evaluate_fn=evaluate_fn,
+    # Stacked fusion fits its mix on the validation split at every evaluation, never on test.
+    valid_fn = functools.partial(evaluate_fn, calibrate=True) if stacked else evaluate_fn
+    result = train(model, loader("train", True), loader("valid", False), cfg.train, evaluate_fn=valid_fn,
                    accelerator=accelerator, save_best=petrec.save_adapter, tracker_config=to_dict(cfg))
 
     # 5. Test the best weights; time inference.
