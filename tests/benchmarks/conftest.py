@@ -12,12 +12,22 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="session")
-def check_readme() -> ModuleType:
-    """benchmarks/check_readme.py imported as a module."""
-    spec = importlib.util.spec_from_file_location("petrec_bench_check_readme",
-                                                  ROOT / "benchmarks" / "check_readme.py")
+def _script(name: str) -> ModuleType:
+    """benchmarks/<name>.py imported as a module (the scripts are not a package)."""
+    spec = importlib.util.spec_from_file_location(f"petrec_bench_{name}", ROOT / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="session")
+def check_readme() -> ModuleType:
+    """benchmarks/check_readme.py imported as a module."""
+    return _script("check_readme")
+
+
+@pytest.fixture(scope="session")
+def explain_examples() -> ModuleType:
+    """benchmarks/explain_examples.py imported as a module."""
+    return _script("explain_examples")
