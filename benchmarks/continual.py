@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import signal
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -285,6 +286,8 @@ def describe(args: argparse.Namespace) -> dict[str, str]:
 def main(argv: list[str] | None = None, runner: Runner = run_process) -> int:
     """Run the plan (or rebuild the report); return the exit status."""
     args = parse_args(argv)
+    if argv is None:  # the command line: a SIGTERM ends the current run subprocess too (run_process kills it)
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     out, work = Path(args.out), Path(args.work)
     command = shlex.join(["python", "benchmarks/continual.py", *(sys.argv[1:] if argv is None else argv)])
     if args.report_only:

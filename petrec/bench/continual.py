@@ -30,7 +30,7 @@ from typing import Any
 
 from petrec.bench.aggregate import mean_std_ci
 from petrec.bench.report import MISSING, fmt, format_table
-from petrec.bench.system import describe_machine, write_record
+from petrec.bench.system import SHARED_CPU_SHARE, describe_machine, write_record
 from petrec.files import atomic_path, read_json_object, write_text_atomic
 
 STRATEGIES = ("warm", "scratch", "full", "replay")
@@ -158,8 +158,11 @@ def summarize(records: Sequence[Mapping[str, Any]], metric: str = "auc") -> dict
     failed = [{"run_id": (r.get("run_info") or {}).get("run_id"), "status": (r.get("run_info") or {}).get("status"),
                "error": (r.get("run_info") or {}).get("error")}
               for r in records if (r.get("run_info") or {}).get("status") != "ok"]
+    shares = [float(share) for rec in idx.values()
+              if (share := (((rec.get("train_info") or {}).get("cpu_sharing") or {}).get("other_share"))) is not None]
     return {
         "metric": metric,
+        "cpu_other_share": {"min": min(shares), "max": max(shares), "n": len(shares)} if shares else None,
         "strategies": strategies_of(records),
         "periods": sorted({p for (_, p, _) in idx}),
         "seeds": sorted({seed for (_, _, seed) in idx}),
@@ -205,6 +208,12 @@ def render(summary: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
               f"- seeds: {', '.join(str(s) for s in summary['seeds']) or MISSING}"]
     for key, text in (settings.get("describe") or {}).items():
         lines.append(f"- {key}: {text}")
+    share = summary.get("cpu_other_share")
+    if share:
+        lines.append(f"- CPU taken by other processes during the training runs: {100 * share['min']:.0f}–"
+                     f"{100 * share['max']:.0f}% of the machine (`train_info.cpu_sharing`, {share['n']} runs); "
+                     "wall times are those of a shared machine" + (" and not clean speeds"
+                                                                   if share["max"] > SHARED_CPU_SHARE else ""))
     lines += ["", "Strategies:", ""] + [f"- `{s}`: {STRATEGY_TEXT[s]}" for s in strategies]
     lines += ["", "At period 1 `warm` and `replay` are the `scratch` run (nothing earlier to start from or replay)."]
     if n_seeds < 2:

@@ -28,6 +28,7 @@ def fake_record(job: str, period: int, seed: int, shift: float = 0.0, status: st
     evals = {str(q): {"auc": auc + shift, "logloss": 0.6} for q, auc in AUCS.get((job, period), {}).items()}
     return {"run_info": {"run_id": f"{job}__p{period}__s{seed}", "job": job, "period": period, "seed": seed,
                          "status": status, "error": None if status == "ok" else "Killed"},
+            "train_info": {"cpu_sharing": {"other_share": 0.05 * period}},
             "metrics": {"wall_seconds": 100.0 * period + (50 if job == "full" else 0) + seed},
             "eval": evals if status == "ok" else {}}
 
@@ -83,6 +84,7 @@ def test_report_and_plots_are_written_from_the_records(tmp_path: Path) -> None:
     assert "`python benchmarks/continual.py --n-periods 3`" in report and "abc123" in report and "Test CPU" in report
     assert "| warm | 0.7000 | 0.7200 | 0.7500 |" in report  # the newest period's AUC per strategy
     assert "| full | 0.0700 | 0.1100 | 0.0800 | 0.0950 |" in report  # forgetting: (2,1), (3,1), (3,2), mean
+    assert "other processes during the training runs: 5–15% of the machine" in report and "not clean" in report
     assert "not distinguishable" in report and "replay__p2__s1`: failed: Killed" in report
     assert "| 1 | (first) | 1997-11-15 20:00 | 33,000 | 1,500 | 500 | 500 |" in report
     for name in ("metric_per_period.png", "forgetting.png", "train_time.png"):
