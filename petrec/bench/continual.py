@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from petrec.bench.aggregate import mean_std_ci
-from petrec.bench.report import MISSING, fmt, format_table
+from petrec.bench.report import MISSING, format_table
 from petrec.bench.system import SHARED_CPU_SHARE, describe_machine, write_record
 from petrec.files import atomic_path, read_json_object, write_text_atomic
 
@@ -184,6 +184,10 @@ def fmt_stat(row: Mapping[str, Any] | None, digits: int = 4) -> str:
     return text
 
 
+def _count(x: Any) -> str:
+    return MISSING if x is None else f"{int(x):,}"
+
+
 def _last_line(text: str | None) -> str:
     lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
     return (lines[-1][-300:] if lines else MISSING).replace("|", "/")
@@ -223,8 +227,8 @@ def render(summary: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
     if data:
         lines += ["", "## Periods", "", format_table(
             ["period", "from", "to", "examples (all)", "train used", "valid used", "test used"],
-            [[str(p["period"]), p.get("start", MISSING), p.get("end", MISSING), fmt(p.get("examples")),
-              fmt(p.get("train")), fmt(p.get("valid")), fmt(p.get("test"))] for p in data.get("periods", [])])]
+            [[str(p["period"]), p.get("start", MISSING), p.get("end", MISSING),
+              *(_count(p.get(k)) for k in ("examples", "train", "valid", "test"))] for p in data.get("periods", [])])]
         if data.get("note"):
             lines += ["", data["note"]]
     cells = summary["cells"]
@@ -295,6 +299,10 @@ def _series(rows: Sequence[Mapping[str, Any]], strategy: str, keys: Sequence[tup
     return means, halves
 
 
+def _runs_note(summary: Mapping[str, Any]) -> str:
+    return "\n(one run per bar / point: no interval)" if len(summary["seeds"]) < 2 else "\n(95% intervals over seeds)"
+
+
 def make_plots(summary: Mapping[str, Any], out_dir: str | os.PathLike[str]) -> list[str]:
     """Write ``metric_per_period.png``, ``forgetting.png`` and ``train_time.png``; return their paths
     relative to ``out_dir``'s parent (as REPORT.md links them). A plot with no number is skipped."""
@@ -304,9 +312,10 @@ def make_plots(summary: Mapping[str, Any], out_dir: str | os.PathLike[str]) -> l
         fig, ax = plt.subplots(figsize=(6, 4))
         for i, s in enumerate(strategies):
             means, halves = _series(summary["cells"], s, [(("period", p), ("eval_period", p)) for p in periods])
-            ax.errorbar([p + (i - 1.5) * 0.05 for p in periods], means, yerr=halves, marker="o", capsize=3, label=s)
+            ax.errorbar([p + (i - 1.5) * 0.05 for p in periods], means, yerr=halves if any(halves) else None,
+                        marker="o", capsize=3, label=s)
         ax.set(xlabel="period (trained on, tested on)", ylabel=f"test {metric}", xticks=periods,
-               title=f"Test {metric} on the newest period")
+               title=f"Test {metric} on the newest period" + _runs_note(summary))
         ax.legend()
         _save(fig, out / "metric_per_period.png")
         written.append("metric_per_period.png")
@@ -324,10 +333,11 @@ def make_plots(summary: Mapping[str, Any], out_dir: str | os.PathLike[str]) -> l
         width = 0.8 / max(1, len(strategies))
         for i, s in enumerate(strategies):
             means, halves = _series(rows, s, keys)
-            ax.bar([k + i * width for k in range(len(keys))], means, width, yerr=halves, capsize=3, label=s)
+            ax.bar([k + i * width for k in range(len(keys))], means, width, yerr=halves if any(halves) else None,
+                   capsize=3, label=s)
         ax.set_xticks([k + width * (len(strategies) - 1) / 2 for k in range(len(keys))], labels)
         ax.axhline(0, color="black", linewidth=0.6)
-        ax.set(ylabel=ylabel, title=title)
+        ax.set(ylabel=ylabel, title=title + _runs_note(summary))
         ax.legend()
         _save(fig, out / name)
         written.append(name)
