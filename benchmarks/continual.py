@@ -2,8 +2,8 @@
 
 BENCHMARKS.md P2 (ML-100K click/like, every user, globally ordered by time) is cut into N
 consecutive periods at its timestamp quantiles (``data.protocol: periods``); each period is split
-into its own train / valid / test by time within the period (80 / 10 / 10% of its time span's rows,
-``data.temporal_quantiles``). For periods 1..N the driver trains, one ``petrec.recipes.finetune``
+into its own train / valid / test by time: before the 80% quantile of the period's timestamps, to the
+90% one, and after (``data.temporal_quantiles``). For periods 1..N the driver trains, one ``petrec.recipes.finetune``
 subprocess each:
 
 - ``warm``: LoRA on period p, starting from the adapter of ``warm`` at p-1 (``--init_adapter``);

@@ -255,7 +255,9 @@ def render(summary: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
               fmt_stat(_lookup(avg, strategy=s, period=last))] for s in strategies]))
         lines += ["", "Positive = the model got worse on the older period. For `scratch` and `full` the later "
                       "model never saw period q: the number says how well a model of the newest period alone "
-                      "serves the older one."]
+                      "serves the older one. A later period's training examples may carry period q's "
+                      "interactions (test ones included) in their histories, as inputs, never as targets: by "
+                      "then they are the users' past."]
     else:
         lines.append(MISSING + " (needs two periods of one strategy)")
     times = summary["train_seconds"]
