@@ -23,7 +23,7 @@ import torch
 
 import petrec
 from petrec.collate import pad_sequences
-from petrec.config import ConfigError, from_dict, read_yaml
+from petrec.config import ConfigError, from_dict, merge_dicts, parse_overrides, read_yaml
 from petrec.data import DataConfig, DataError
 from petrec.data.features import BehaviourStats
 from petrec.debias import DebiasConfig
@@ -103,6 +103,32 @@ def load_run(folder: str | os.PathLike[str], *, data_dir: str | None = None) -> 
     stats = BehaviourStats.load(folder) if cfg.model.behaviour_prior else None
     return TrainedRun(folder, cfg.data, cfg.model, model, load_tokenizer(cfg.model), cfg.max_length, stats,
                       cfg.debias)
+
+
+def with_data_overrides(data: DataConfig, overrides: Sequence[str]) -> DataConfig:
+    """The run's data config with ``KEY=VALUE`` fields replaced (values read as YAML scalars).
+
+    Scores a run on other data than it trained on, e.g. an earlier period of the ``periods``
+    protocol (``period=1``); the fields are checked as in a recipe config.
+
+    Args:
+        data: The run's data config.
+        overrides: ``KEY=VALUE`` strings naming :class:`~petrec.data.DataConfig` fields.
+
+    Raises:
+        ConfigError: A string without ``=``, an unknown key or a value the field refuses (named).
+    """
+    argv = []
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or "." in key:
+            raise ConfigError(f"data override {item!r}: expected KEY=VALUE with a data field as KEY, e.g. period=1")
+        argv.append(f"--{key.strip()}={value}")
+    salt = data.anonymize_salt
+    fields = merge_dicts(data.to_dict(), parse_overrides(argv))
+    out = from_dict(DataConfig, fields, prefix="data.")
+    out.anonymize_salt = salt
+    return out
 
 
 def load_base(model_cfg: ModelConfig, config_path: str | os.PathLike[str]) -> tuple[Any, bool]:

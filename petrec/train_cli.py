@@ -25,9 +25,15 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _load(args: argparse.Namespace) -> Any:
-    from petrec.runs import load_run
+    from petrec.runs import load_run, read_run_config, with_data_overrides
 
-    return load_run(args.run, data_dir=args.data_dir)
+    data = None
+    if args.data_override:  # checked before the (slow) model loads
+        data = with_data_overrides(read_run_config(args.run, args.data_dir).data, args.data_override)
+    run = load_run(args.run, data_dir=args.data_dir)
+    if data is not None:
+        run.data = data
+    return run
 
 
 def _one_line_errors(name: str, func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
@@ -77,7 +83,13 @@ def _evaluate(args: argparse.Namespace) -> int:
                                             collate_fn=collate))
     model = accelerator.prepare(run.model)
     metrics = evaluator_for(run.model_cfg.task)(model, loader, accelerator)
-    print(json.dumps({"split": args.split, "examples": len(split), **metrics}, indent=2))
+    result = {"split": args.split, "examples": len(split), **metrics}
+    if args.data_override:
+        result["data_overrides"] = list(args.data_override)
+    text = json.dumps(result, indent=2, default=float)
+    if args.out:
+        write_text_atomic(args.out, text + "\n")
+    print(text)
     return 0
 
 
@@ -125,9 +137,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         q.add_argument("--split", default="test", choices=["train", "valid", "test"])
         q.add_argument("--data-dir", help="data folder if it moved since training (else the run's / $PETREC_DATA_DIR)")
         q.add_argument("--batch-size", type=int, default=64)
+        q.add_argument("--data-override", action="append", default=[], metavar="KEY=VALUE",
+                       help="change a field of the run's data config for this command (repeatable; values "
+                            "read as YAML), e.g. --data-override period=1 scores a continual-fine-tuning run "
+                            "on an earlier period's split")
         if name == "predict":
             q.add_argument("--csv", help="CSV with user_id, history_item_ids, [history_labels], item_id")
             q.add_argument("--out", required=True, help="output CSV (written atomically)")
+        else:
+            q.add_argument("--out", help="also write the metrics JSON to this file (atomically)")
         q.set_defaults(func=_one_line_errors(name, func))
     register_explain(subparsers)
 

@@ -52,12 +52,17 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--encoding", help="csv: text encoding (default utf-8)")
     p.add_argument("--kfold-k", type=int)
     p.add_argument("--kfold-fold", type=int)
+    p.add_argument("--n-periods", type=int, help="periods protocol: number of time periods")
+    p.add_argument("--period", type=int, help="periods protocol: which period (1 = earliest)")
+    p.add_argument("--period-replay", type=float, help="periods protocol: replayed earlier training examples, "
+                                                        "as a share of the period's own")
 
 
 _FIELDS = ("dataset", "data_dir", "task", "protocol", "history_len", "min_history", "rating_threshold",
            "few_shot_k", "max_train_examples", "max_eval_examples", "seed", "template", "negatives", "implicit", "anonymize",
            "policy", "min_user_interactions", "min_item_interactions", "interactions_path", "items_path",
-           "columns", "item_columns", "sep", "encoding", "kfold_k", "kfold_fold")
+           "columns", "item_columns", "sep", "encoding", "kfold_k", "kfold_fold", "n_periods", "period",
+           "period_replay")
 
 
 def config_from_args(args: argparse.Namespace) -> DataConfig:

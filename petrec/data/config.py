@@ -11,7 +11,7 @@ from petrec.data.errors import DataConfigError
 
 DATASETS = ("ml-100k", "ml-1m", "ml-latest-small", "scientific", "synthetic", "csv")
 TASKS = ("ctr", "rating", "next_item")
-PROTOCOLS = ("tallrec", "temporal", "loo", "kfold")
+PROTOCOLS = ("tallrec", "temporal", "periods", "loo", "kfold")
 TEMPLATES = ("compact", "tallrec")
 POLICIES = ("error", "filter")
 COLUMN_KEYS = ("user", "item", "time", "rating", "label")
@@ -36,7 +36,8 @@ class DataConfig:
     task: str = "ctr"
     """ctr (label 0/1), rating (regression on the rating) or next_item (history → next item id)."""
     protocol: str = "temporal"
-    """tallrec (BENCHMARKS P1), temporal (global time quantiles), loo (leave-one-out) or kfold (by user)."""
+    """tallrec (BENCHMARKS P1), temporal (global time quantiles), periods (consecutive time periods,
+    each split by time: continual fine-tuning), loo (leave-one-out) or kfold (by user)."""
     history_len: int = 10
     """Most recent history items per example (N)."""
     min_history: int | None = None
@@ -95,7 +96,19 @@ class DataConfig:
     kfold_fold: int = 0
     """kfold protocol: which fold is test (fold+1 mod k is valid, the rest train)."""
     temporal_quantiles: tuple[float, float] = (0.8, 0.9)
-    """temporal protocol: timestamp quantiles ending train and valid."""
+    """temporal protocol: timestamp quantiles ending train and valid; periods protocol: the same,
+    taken over the rows of the chosen period."""
+    n_periods: int = 3
+    """periods protocol: cut the log into this many consecutive periods at its timestamp quantiles
+    (k / n_periods); an example belongs to the period of its target's timestamp. Histories may
+    reach back into earlier periods (the user's past)."""
+    period: int = 1
+    """periods protocol: which period (1 = the earliest, n_periods = the latest) gives the examples."""
+    period_replay: float = 0.0
+    """periods protocol: add to the training split a seeded sample of the earlier periods' training
+    examples (each earlier period subsampled as its own run was, by max_train_examples / few_shot_k),
+    this many times the period's own training examples (0.2 → 20% more); 0 = none. Never valid or
+    test examples; period 1 has no earlier periods, so nothing is added there."""
     tallrec_keep: int = 10_000
     """tallrec protocol: keep this many last examples, split 80/10/10."""
 
@@ -122,6 +135,19 @@ class DataConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise _bad(name, value, f"an integer >= {low}")
+        for name, low in (("n_periods", 2), ("period", 1)):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise _bad(name, value, f"an integer >= {low}" + (" (one period is protocol temporal)"
+                                                                   if name == "n_periods" else ""))
+        if self.period > self.n_periods:
+            raise _bad("period", self.period, f"1 <= period <= n_periods={self.n_periods}")
+        replay = self.period_replay
+        if isinstance(replay, bool) or not isinstance(replay, (int, float)) or not 0 <= replay < float("inf"):
+            raise _bad("period_replay", replay, "a finite number >= 0 (share of the period's training examples)")
+        self.period_replay = float(replay)
+        if self.period_replay > 0 and self.protocol != "periods":
+            raise _bad("period_replay", replay, f"0 unless protocol='periods' (protocol is {self.protocol!r})")
         for name in ("min_user_interactions", "min_item_interactions", "seed", "synthetic_seed"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:

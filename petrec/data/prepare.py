@@ -156,6 +156,29 @@ def _sample(table: pa.Table, k: int | None, seed: int) -> pa.Table:
     return table.take(pa.array(sample_indices(table.num_rows, k, seed)))
 
 
+def _with_replay(tables: dict[str, pa.Table], cfg: DataConfig) -> tuple[pa.Table, int]:
+    """The period's training table plus a seeded sample of the earlier periods' training examples.
+
+    Each earlier period's examples are first subsampled exactly as that period's own run sampled
+    its training split (``max_train_examples``, then ``few_shot_k``, same seed), so the replay
+    buffer holds examples an earlier run trained on; ``period_replay`` × the period's training
+    examples are drawn from their union (all of it when it is smaller). The ``replay*`` tables
+    are removed from ``tables``.
+
+    Returns:
+        The training table (the period's rows first, then the replayed ones) and the replayed count.
+    """
+    pools = [tables.pop(name) for name in sorted(n for n in tables if n.startswith("replay"))]
+    pools = [_sample(_sample(t, cfg.max_train_examples, cfg.seed), cfg.few_shot_k, cfg.seed) for t in pools]
+    train = tables["train"]
+    if not pools:
+        return train, 0
+    pool = pa.concat_tables(pools)
+    want = round(cfg.period_replay * train.num_rows)
+    replayed = _sample(pool, want, cfg.seed + 1)
+    return pa.concat_tables([train, replayed]), replayed.num_rows
+
+
 class _HashSink:
     """A write-only file object that feeds what is written into an xxh3 digest and keeps nothing."""
 
@@ -249,6 +272,8 @@ def prepare(cfg: DataConfig) -> PreparedData:
     n_eval_full = {name: tables_out[name].num_rows for name in ("valid", "test")}
     tables_out["train"] = _sample(_sample(tables_out["train"], cfg.max_train_examples, cfg.seed),
                                   cfg.few_shot_k, cfg.seed)
+    if cfg.period_replay > 0:
+        tables_out["train"], info["replay_examples"] = _with_replay(tables_out, cfg)
     for name in ("valid", "test"):
         tables_out[name] = _sample(tables_out[name], cfg.max_eval_examples, cfg.seed)
     if cfg.anonymize:

@@ -1,4 +1,4 @@
-"""Chronological ordering, split assignment (leave-one-out, temporal, user k-fold, TALLRec), history windows.
+"""Chronological ordering, split assignment (leave-one-out, temporal, time periods, user k-fold, TALLRec), history windows.
 
 All functions work on whole numpy arrays (one entry per interaction or example); none loops
 over rows in Python.
@@ -104,6 +104,40 @@ def temporal_assign(timestamp: np.ndarray, quantiles: tuple[float, float]) -> tu
     out[ts >= cuts[0]] = VALID
     out[ts >= cuts[1]] = TEST
     return out, cuts
+
+
+def period_assign(timestamp: np.ndarray, n_periods: int,
+                  quantiles: tuple[float, float]) -> tuple[np.ndarray, np.ndarray, list[float], list[list[float]]]:
+    """Time periods: cut the log at its ``k / n_periods`` timestamp quantiles, then split each period by time.
+
+    Period ``p`` (0-based here) holds the rows with ``cut[p-1] <= timestamp < cut[p]`` (the first
+    period starts at the earliest row, the last ends after the latest), so the periods are
+    disjoint, ordered in time and cover every row. Within a period the rows before its own
+    ``quantiles[0]`` timestamp quantile are train, those before ``quantiles[1]`` valid, the rest
+    test (:func:`temporal_assign` on the period's rows).
+
+    Args:
+        timestamp: One timestamp per row.
+        n_periods: How many periods.
+        quantiles: Within-period quantiles ending train and valid.
+
+    Returns:
+        The period per row (0..n_periods-1), the split per row (train/valid/test within its period),
+        the ``n_periods - 1`` timestamps between periods, and each period's two split timestamps.
+    """
+    ts = np.asarray(timestamp)
+    cuts = [float(c) for c in np.quantile(ts, np.arange(1, n_periods) / n_periods)] if len(ts) else []
+    period = np.searchsorted(np.asarray(cuts), ts, side="right").astype(np.int64)
+    split = np.full(len(ts), TRAIN, dtype=np.int8)
+    inner: list[list[float]] = []
+    for p in range(n_periods):
+        rows = np.flatnonzero(period == p)
+        if len(rows) == 0:
+            inner.append([])
+            continue
+        split[rows], within = temporal_assign(ts[rows], quantiles)
+        inner.append(within)
+    return period, split, cuts, inner
 
 
 def kfold_user_folds(n_users: int, k: int, seed: int) -> np.ndarray:

@@ -100,7 +100,9 @@ def build_examples(inter: pd.DataFrame, item_ids: np.ndarray, names: np.ndarray,
         noun: Item noun for the TALLRec template.
 
     Returns:
-        Split name → Arrow table of examples, and facts for the summary.
+        Split name → Arrow table of examples, and facts for the summary. With protocol ``periods``
+        and ``period_replay`` the earlier periods' training examples come too, as ``replay1`` ..
+        ``replay{period-1}`` (:func:`petrec.data.prepare.prepare` samples and adds them to train).
     """
     order = S.chronological_order(inter["user_id"], inter["timestamp"].to_numpy())
     inter = inter.iloc[order].reset_index(drop=True)
@@ -129,18 +131,35 @@ def build_examples(inter: pd.DataFrame, item_ids: np.ndarray, names: np.ndarray,
         elif cfg.protocol == "temporal":
             row_assign, cuts = S.temporal_assign(ts, cfg.temporal_quantiles)
             info["temporal_cuts"] = cuts
+        elif cfg.protocol == "periods":
+            row_period, row_assign, cuts, inner = S.period_assign(ts, cfg.n_periods, cfg.temporal_quantiles)
+            info["period_cuts"] = cuts
+            info["period_split_cuts"] = inner[cfg.period - 1]
         else:
             row_assign = S.kfold_assign(u, len(user_uniques), cfg.kfold_k, cfg.kfold_fold, cfg.seed)
         targets = np.flatnonzero(pos >= min_hist)
         assign = row_assign[targets]
+        if cfg.protocol == "periods":
+            target_period = row_period[targets]
+            per_period = np.bincount(target_period, minlength=cfg.n_periods)
+            if per_period.min() == 0:
+                raise DataValueError(f"n_periods={cfg.n_periods}: period {int(np.argmin(per_period)) + 1} holds no "
+                                     "example (too few distinct timestamps); lower n_periods")
+            info["period_examples"] = per_period.tolist()
+            # The earlier periods' training targets: the replay pool, one group per period.
+            replay = [(f"replay{q}", targets[(target_period == q - 1) & (assign == S.TRAIN)])
+                      for q in range(1, cfg.period)] if cfg.period_replay > 0 else []
+            assign = np.where(target_period == cfg.period - 1, assign, -1).astype(np.int8)
     user_arr = pa.array(np.asarray(user_uniques, dtype=object), type=pa.string())
     item_arr = pa.array(np.asarray(item_ids, dtype=object), type=pa.string())
     rng = np.random.default_rng(cfg.seed)
     seen = np.unique(u.astype(np.int64) * len(item_ids) + i) if implicit and cfg.task == "ctr" else None
     pool = np.unique(i)
     tables: dict[str, pa.Table] = {}
-    for code, split in enumerate(S.SPLIT_NAMES):
-        t = targets[assign == code]
+    groups = [(split, targets[assign == code]) for code, split in enumerate(S.SPLIT_NAMES)]
+    if cfg.protocol == "periods":
+        groups += replay
+    for split, t in groups:
         cand = i[t]
         lab = labels[t]
         rat = ratings[t]
