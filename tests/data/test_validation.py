@@ -130,7 +130,7 @@ def test_corrupt_parquet_and_duplicate_catalogue_ids(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("field", "value", "pattern"), [
     ("task", "click", r"DataConfig\.task='click' is not accepted; expected one of ctr, rating, next_item"),
-    ("protocol", "random", r"DataConfig\.protocol='random'.*tallrec, temporal, loo, kfold"),
+    ("protocol", "random", r"DataConfig\.protocol='random'.*tallrec, temporal, periods, loo, kfold"),
     ("history_len", 0, r"DataConfig\.history_len=0 .* integer >= 1"),
     ("kfold_fold", 7, r"DataConfig\.kfold_fold=7 .* kfold_k=5"),
     ("temporal_quantiles", (0.9, 0.8), r"DataConfig\.temporal_quantiles"),
