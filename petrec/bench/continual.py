@@ -29,9 +29,10 @@ from pathlib import Path
 from typing import Any
 
 from petrec.bench.aggregate import mean_std_ci
+from petrec.bench.plots import pyplot, save_figure
 from petrec.bench.report import MISSING, format_table
 from petrec.bench.system import SHARED_CPU_SHARE, describe_machine, write_record
-from petrec.files import atomic_path, read_json_object, write_text_atomic
+from petrec.files import read_json_object, write_text_atomic
 
 STRATEGIES = ("warm", "scratch", "full", "replay")
 #: What each strategy is, for the report.
@@ -274,21 +275,6 @@ def render(summary: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _plt() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig: Any, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    _plt().close(fig)
-
-
 def _series(rows: Sequence[Mapping[str, Any]], strategy: str, keys: Sequence[tuple[str, Any]]
             ) -> tuple[list[float], list[float]]:
     means, halves = [], []
@@ -308,7 +294,7 @@ def _runs_note(summary: Mapping[str, Any]) -> str:
 def make_plots(summary: Mapping[str, Any], out_dir: str | os.PathLike[str]) -> list[str]:
     """Write ``metric_per_period.png``, ``forgetting.png`` and ``train_time.png``; return their paths
     relative to ``out_dir``'s parent (as REPORT.md links them). A plot with no number is skipped."""
-    plt, out, written = _plt(), Path(out_dir), []
+    plt, out, written = pyplot(), Path(out_dir), []
     strategies, periods, metric = summary["strategies"], summary["periods"], summary["metric"].upper()
     if summary["cells"]:
         fig, ax = plt.subplots(figsize=(6, 4))
@@ -319,7 +305,7 @@ def make_plots(summary: Mapping[str, Any], out_dir: str | os.PathLike[str]) -> l
         ax.set(xlabel="period (trained on, tested on)", ylabel=f"test {metric}", xticks=periods,
                title=f"Test {metric} on the newest period" + _runs_note(summary))
         ax.legend()
-        _save(fig, out / "metric_per_period.png")
+        save_figure(fig, out / "metric_per_period.png")
         written.append("metric_per_period.png")
     pairs = sorted({(r["period"], r["eval_period"]) for r in summary["forgetting"]})
     for name, rows, keys, labels, ylabel, title in (
@@ -341,7 +327,7 @@ def make_plots(summary: Mapping[str, Any], out_dir: str | os.PathLike[str]) -> l
         ax.axhline(0, color="black", linewidth=0.6)
         ax.set(ylabel=ylabel, title=title + _runs_note(summary))
         ax.legend()
-        _save(fig, out / name)
+        save_figure(fig, out / name)
         written.append(name)
     return [f"{out.name}/{name}" for name in written]
 

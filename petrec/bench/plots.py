@@ -21,7 +21,8 @@ from petrec.bench.aggregate import lower_is_better
 from petrec.files import atomic_path
 
 
-def _plt() -> Any:
+def pyplot() -> Any:
+    """matplotlib's pyplot on the file-only Agg backend (imported on first use)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -30,9 +31,11 @@ def _plt() -> Any:
     return plt
 
 
-def _save(fig: Any, path: Path) -> None:
+def save_figure(fig: Any, path: Path) -> None:
+    """Write ``fig`` as a PNG atomically (temporary file, then rename) and close it."""
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    pyplot().close(fig)
 
 
 def _k_sort(label: str) -> float:
@@ -130,7 +133,7 @@ def draw_metric_vs_params(part: pd.DataFrame, table: str, refs: dict[str, dict[s
     cells = panels(part) if metric else []
     if not cells:
         return None
-    plt = _plt()
+    plt = pyplot()
     ncols = min(len(cells), 3)
     nrows = math.ceil(len(cells) / ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(5.2 * ncols, 4.2 * nrows), sharey=True, squeeze=False)
@@ -165,8 +168,7 @@ def metric_vs_params(part: pd.DataFrame, table: str, refs: dict[str, dict[str, f
     fig = draw_metric_vs_params(part, table, refs)
     if fig is None:
         return False
-    _save(fig, path)
-    _plt().close(fig)
+    save_figure(fig, path)
     return True
 
 
@@ -179,7 +181,7 @@ def peak_memory(part: pd.DataFrame, table: str, path: Path) -> bool:
         rows.append((variant, vpart[vpart["k_label"] == k]))
     if all(r["memory_mb"].isna().all() for _, r in rows):
         return False
-    plt = _plt()
+    plt = pyplot()
     names = list(dict.fromkeys(m for _, r in rows for m in r["method"]))
     fig, ax = plt.subplots(figsize=(max(6.0, 0.7 * len(names) * max(len(rows), 1)), 4.5))
     width = 0.8 / max(len(rows), 1)
@@ -198,8 +200,7 @@ def peak_memory(part: pd.DataFrame, table: str, path: Path) -> bool:
     ax.grid(axis="y", alpha=0.3)
     if len(rows) > 1:
         ax.legend(fontsize=8)
-    _save(fig, path)
-    plt.close(fig)
+    save_figure(fig, path)
     return True
 
 
@@ -235,7 +236,7 @@ def draw_pareto(part: pd.DataFrame, table: str) -> Any:
                & part["memory_mb"].notna()]
     if not metric or sub.empty:
         return None
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     low = lower_is_better(metric)
     for i, (variant, vsub) in enumerate(sub.groupby("variant", sort=False)):
@@ -261,8 +262,7 @@ def pareto(part: pd.DataFrame, table: str, path: Path) -> bool:
     fig = draw_pareto(part, table)
     if fig is None:
         return False
-    _save(fig, path)
-    _plt().close(fig)
+    save_figure(fig, path)
     return True
 
 
