@@ -46,11 +46,13 @@ from petrec.bench.continual import (
     record_name,
     write_outputs,
 )
-from petrec.bench.runner import ProcessResult, cpu_sharing, now, run_process
+from petrec.bench.runner import ProcessResult, cpu_sharing, log_tail, now, run_process
 from petrec.bench.system import REPO_ROOT, git_state, machine, versions, write_record
 from petrec.files import read_json_object, write_text_atomic
 
 Runner = Callable[[list[str], Path, float, "dict[str, str] | None"], ProcessResult]
+#: How much of a failed subprocess's log a record keeps.
+ERROR_CHARS = 1500
 
 
 @dataclass(frozen=True)
@@ -186,13 +188,6 @@ def child_env(threads: int | None) -> dict[str, str]:
     return env
 
 
-def _tail(path: Path, chars: int = 1500) -> str:
-    try:
-        return path.read_text(encoding="utf-8", errors="replace")[-chars:]
-    except OSError:
-        return ""
-
-
 def _eval_entry(metrics: dict[str, Any], source: str) -> dict[str, Any]:
     keep = ("auc", "logloss", "accuracy", "n_examples", "examples")
     return {**{k: metrics[k] for k in keep if k in metrics}, "source": source}
@@ -221,7 +216,7 @@ def run_job(args: argparse.Namespace, job: Job, work: Path, runner: Runner,
                             "cpu_sharing": cpu_sharing(proc)}
     if proc.returncode != 0 or not (run_dir / "metrics.json").is_file():
         info.update(status="timeout" if proc.timed_out else "failed", ended=now(),
-                    error=_tail(work / "logs" / f"{job.run_id}.log"))
+                    error=log_tail(work / "logs" / f"{job.run_id}.log", ERROR_CHARS))
         return record
     metrics = read_json_object(run_dir / "metrics.json", ValueError, "the recipe's metrics.json")
     record["metrics"] = metrics
@@ -234,7 +229,7 @@ def run_job(args: argparse.Namespace, job: Job, work: Path, runner: Runner,
         e_proc = runner(e_argv, work / "logs" / f"{job.run_id}__on_p{q}.log", args.timeout, env)
         if e_proc.returncode != 0 or not out.is_file():
             info.update(status="failed", ended=now(), error=f"evaluation on period {q}: "
-                        + _tail(work / "logs" / f"{job.run_id}__on_p{q}.log"))
+                        + log_tail(work / "logs" / f"{job.run_id}__on_p{q}.log", ERROR_CHARS))
             record["eval"] = evals
             return record
         evals[str(q)] = _eval_entry(read_json_object(out, ValueError, "petrec evaluate's JSON"), "petrec evaluate")

@@ -21,8 +21,9 @@ from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from petrec.bench.plots import pyplot, save_figure
 from petrec.bench.system import describe_machine, git_state, machine, versions, write_record
-from petrec.files import atomic_path, read_json_object, write_text_atomic
+from petrec.files import read_json_object, write_text_atomic
 
 RECORD = "explain.json"
 
@@ -67,16 +68,12 @@ def explain_run(run_dir: Path, split: str, per_class: int, batch_size: int) -> d
         out.append(entry)
     cfg = run.model_cfg
     return {"run": str(run_dir), "backbone": cfg.backbone, "method": cfg.method, "scoring": cfg.scoring,
-            "behaviour_prior": cfg.behaviour_prior, "prior_fusion": getattr(cfg, "prior_fusion", "joint"),
+            "behaviour_prior": cfg.behaviour_prior, "prior_fusion": cfg.prior_fusion,
             "split": split, "examples": out}
 
 
 def _plot(example: dict[str, Any], path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     effects = example["effects"]
     names = [f"{t[:38]} ({'+' if y else '-'})" for t, y in zip(example["history_titles"], example["history_labels"],
                                                                strict=True)]
@@ -87,10 +84,7 @@ def _plot(example: dict[str, Any], path: Path, title: str) -> None:
     ax.axvline(0, color="black", linewidth=0.6)
     ax.set_xlabel("effect on the like probability (full history - without the item)")
     ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def write_report(record: dict[str, Any], folder: Path) -> Path:

@@ -76,12 +76,15 @@ class TrainedRun:
     """The run's ``debias`` section: how its debiased metrics and groups were computed."""
 
 
-def load_run(folder: str | os.PathLike[str], *, data_dir: str | None = None) -> TrainedRun:
+def load_run(folder: str | os.PathLike[str], *, data_dir: str | None = None,
+             data_overrides: Sequence[str] = ()) -> TrainedRun:
     """Rebuild the run's model (base + saved adapter) in evaluation mode.
 
     Args:
         folder: A run output folder (``config.yaml`` + ``adapter/``).
         data_dir: Override of ``data.data_dir`` (the data may live elsewhere now).
+        data_overrides: ``KEY=VALUE`` changes to the run's data config (:func:`with_data_overrides`),
+            checked before the model loads; the run then describes that data.
 
     Raises:
         ConfigError: The folder is not a run folder, its config does not load or the base model
@@ -94,6 +97,7 @@ def load_run(folder: str | os.PathLike[str], *, data_dir: str | None = None) -> 
         if not (folder / needed).exists():
             raise ConfigError(f"{folder} is not a petrec run folder: {needed} is missing")
     cfg = read_run_config(folder, data_dir)
+    data = with_data_overrides(cfg.data, data_overrides) if data_overrides else cfg.data
     check_adapter_folder(folder / "adapter")  # before the (slow) base model loads
     # The plain base (backbone + fresh head); load_adapter re-applies the saved method,
     # quantization included, and restores every trained tensor (head too).
@@ -101,7 +105,7 @@ def load_run(folder: str | os.PathLike[str], *, data_dir: str | None = None) -> 
     model = load_adapter_checked(BehaviourModel(backbone, cfg.model, is_decoder=is_decoder), folder / "adapter")
     model.eval()
     stats = BehaviourStats.load(folder) if cfg.model.behaviour_prior else None
-    return TrainedRun(folder, cfg.data, cfg.model, model, load_tokenizer(cfg.model), cfg.max_length, stats,
+    return TrainedRun(folder, data, cfg.model, model, load_tokenizer(cfg.model), cfg.max_length, stats,
                       cfg.debias)
 
 

@@ -25,15 +25,9 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _load(args: argparse.Namespace) -> Any:
-    from petrec.runs import load_run, read_run_config, with_data_overrides
+    from petrec.runs import load_run
 
-    data = None
-    if args.data_override:  # checked before the (slow) model loads
-        data = with_data_overrides(read_run_config(args.run, args.data_dir).data, args.data_override)
-    run = load_run(args.run, data_dir=args.data_dir)
-    if data is not None:
-        run.data = data
-    return run
+    return load_run(args.run, data_dir=args.data_dir, data_overrides=args.data_override)
 
 
 def _one_line_errors(name: str, func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:

@@ -155,7 +155,8 @@ def _kill(proc: subprocess.Popen[bytes]) -> None:
         proc.kill()
 
 
-def _tail(path: Path, chars: int = ERROR_TAIL_CHARS) -> str:
+def log_tail(path: Path, chars: int = ERROR_TAIL_CHARS) -> str:
+    """The last ``chars`` characters of a run's log (empty when it cannot be read): an error's context."""
     try:
         text = path.read_text(encoding="utf-8", errors="replace")
     except OSError:
@@ -258,15 +259,15 @@ def execute(suite: SuiteConfig, spec: RunSpec, results_dir: Path, env_info: dict
     metrics: dict[str, Any] = {}
     error = None
     if proc.timed_out:
-        error = f"timed out after {suite.timeout_s:.0f} s (killed)\n" + _tail(work / "run.log")
+        error = f"timed out after {suite.timeout_s:.0f} s (killed)\n" + log_tail(work / "run.log")
     elif proc.returncode != 0:
         killed = " (killed by signal: out of memory?)" if proc.returncode < 0 else ""
-        error = f"exit code {proc.returncode}{killed}\n" + _tail(work / "run.log")
+        error = f"exit code {proc.returncode}{killed}\n" + log_tail(work / "run.log")
     else:
         try:
             metrics = _load_metrics(metrics_path)
         except (OSError, ValueError) as exc:
-            error = f"the run exited 0 but its metrics.json is missing or unreadable: {exc}\n" + _tail(work / "run.log")
+            error = f"the run exited 0 but its metrics.json is missing or unreadable: {exc}\n" + log_tail(work / "run.log")
     info.update(status="failed" if error else "ok", error=error)
     return {
         "run_info": info,

@@ -253,7 +253,7 @@ def main(argv: list[str] | None = None) -> dict:
         train_rows = splits["train"]
         model.prior.warm_start(np.asarray(train_rows["features"]),
                                np.asarray(train_rows[LABEL_COLUMN[cfg.data.task]], dtype=float), cfg.data.task)
-    stacked = cfg.model.behaviour_prior and cfg.model.prior_fusion == "stacked"
+    stacked = cfg.model.prior_fusion == "stacked"  # ModelConfig refuses it without behaviour_prior
     if stacked:  # the fitted count model stays fixed; the mix is fitted on validation (petrec.fusion)
         model.prior.freeze_fit()
     accelerator.print(petrec.trainable_report(model))

@@ -119,6 +119,7 @@ def test_stacked_fusion_needs_the_prior() -> None:
 def test_stacked_run_fits_its_mix_on_validation_keeps_the_prior_and_reloads(
     finetune: ModuleType, tiny_bert: Path, tmp_path: Path
 ) -> None:
+    import torch
     from safetensors.torch import load_file
 
     common = ["--model.backbone", str(tiny_bert), "--data.max_train_examples", "64", "--model.behaviour_prior",
@@ -131,16 +132,10 @@ def test_stacked_run_fits_its_mix_on_validation_keeps_the_prior_and_reloads(
         assert "fusion_weight" not in metrics["test"]  # test is scored with the validation's mix
     tensors = [load_file(str(tmp_path / name / "adapter" / "adapter_model.safetensors")) for name in ("run", "start")]
     prior_keys = [k for k in tensors[0] if ".prior." in f".{k}" and "linear" in k]
-    assert prior_keys and all(torch_equal(tensors[0][k], tensors[1][k]) for k in prior_keys)  # never trained
+    assert prior_keys and all(torch.equal(tensors[0][k], tensors[1][k]) for k in prior_keys)  # never trained
     run = load_run(tmp_path / "run")
     assert float(run.model.prior.fusion_weight.detach()) == pytest.approx(trained["valid"]["fusion_weight"], abs=1e-6)
     data = finetune.prepare(run.data)
     scores = score_examples(run, data.splits["test"], items=data.items)
     auc = roc_auc_score(np.asarray(data.splits["test"]["label"]), scores)
     assert auc == pytest.approx(trained["test"]["auc"], abs=1e-6)
-
-
-def torch_equal(a: object, b: object) -> bool:
-    import torch
-
-    return bool(torch.equal(a, b))
