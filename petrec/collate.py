@@ -17,6 +17,10 @@ import torch
 
 from petrec.debias import DEBIAS_COLUMNS
 
+#: Example columns / batch keys of collaborative tokens' ID inputs (petrec.models.collab), in the
+#: order of the behaviour model's forward arguments.
+COLLAB_COLUMNS = ("collab_history_ids", "collab_history_feedback", "collab_item_ids")
+
 #: Example column holding the training target per task.
 LABEL_COLUMN = {"ctr": "label", "rating": "rating"}
 
@@ -69,6 +73,9 @@ class BehaviourCollator:
         batch = self._tokens([r["input_ids"] for r in rows])
         if "features" in rows[0]:  # behaviour features of the prior path (petrec.data.features)
             batch["features"] = torch.tensor([r["features"] for r in rows], dtype=torch.float32)
+        for name in COLLAB_COLUMNS:  # ID tokens of the collaborative tokens (petrec.models.collab)
+            if name in rows[0]:
+                batch[name] = torch.tensor([r[name] for r in rows], dtype=torch.long)
         for name in DEBIAS_COLUMNS:  # evaluation splits' propensity weights and groups (petrec.debias)
             if name in rows[0]:
                 batch[name] = torch.tensor([float(r[name]) for r in rows], dtype=torch.float32)

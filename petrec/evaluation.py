@@ -16,6 +16,7 @@ from accelerate import Accelerator
 from torch import nn
 
 from petrec import metrics as M
+from petrec.collate import COLLAB_COLUMNS
 from petrec.debias import DEBIAS_COLUMNS, pointwise_breakdown, ranking_breakdown
 from petrec.fusion import fit_fusion
 
@@ -33,7 +34,7 @@ def higher_is_better(metric: str) -> bool:
 
 
 #: Batch keys a :class:`petrec.models.BehaviourModel` reads (``features`` only with a behaviour prior).
-MODEL_INPUTS = ("input_ids", "attention_mask", "features")
+MODEL_INPUTS = ("input_ids", "attention_mask", "features", *COLLAB_COLUMNS)
 #: The two scores a stacked-fusion model outputs beside its fused one (petrec.fusion).
 FUSION_PARTS = ("lm_logits", "prior_logits")
 

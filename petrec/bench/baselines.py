@@ -43,6 +43,8 @@ BASELINE_DESCRIPTIONS: dict[str, str] = {
     "prior-features": "the behaviour prior alone: logistic regression on petrec.data.features (item statistics "
                       "over the whole training block, leave-one-out on the k training examples; regression "
                       "fitted on the k examples), i.e. the prior head's warm start without a language model",
+    "collab-id": "the ID model behind collaborative tokens, alone: GRU4Rec-ctr (width 64) fitted on the training "
+                 "block's examples outside the k (collab_fit: heldout), early-stopped on a tenth of them",
 }
 
 
@@ -171,6 +173,28 @@ def _prior_features(splits: Any, block: Any) -> dict[str, Any]:
     return out
 
 
+def _collab_id(splits: Any, data_cfg: Any, prepare: Callable[[Any], Any]) -> dict[str, Any]:
+    """The ``collab-id`` row: the recipe's collaborative-token ID model (defaults, heldout fit), scored alone."""
+    from petrec.collab_fit import fit_id_model, heldout_rows, id_model_scores
+    from petrec.data.errors import DataError
+    from petrec.metrics import compute_ctr
+
+    block = _prepared(dataclasses.replace(data_cfg, few_shot_k=None, max_train_examples=None), prepare)["train"]
+    try:
+        examples = heldout_rows(block, splits["train"], data_cfg)
+        model, spec = fit_id_model(examples, encoder="gru4rec", hidden=64, history_len=int(data_cfg.history_len),
+                                   seed=int(data_cfg.seed), fit="heldout")
+    except DataError as exc:
+        raise BaselineError(f"collab-id: {exc}") from None
+    out: dict[str, Any] = {split: compute_ctr(*id_model_scores(model, spec, splits[split]), from_logits=True)
+                           for split in ("valid", "test")}
+    out["valid_best"] = {"metric": "auc", "value": out["valid"].get("auc"), "step": 0}
+    out.update(trainable_params=sum(p.numel() for p in model.parameters()), total_params=None,
+               trainable_percent=None, steps=0, labels=[f"baseline: {BASELINE_DESCRIPTIONS['collab-id']}"],
+               train_examples=spec.fitted_on, id_heldout=spec.id_metrics)
+    return out
+
+
 def run_baseline(name: str, config: dict[str, Any]) -> dict[str, Any]:
     """Compute one baseline on the data a run config describes (its ``data`` section).
 
@@ -203,6 +227,8 @@ def run_baseline(name: str, config: dict[str, Any]) -> dict[str, Any]:
     block = _prepared(dataclasses.replace(data_cfg, few_shot_k=None), prepare)["train"]
     if name == "prior-features":
         return _prior_features(splits, block)
+    if name == "collab-id":
+        return _collab_id(splits, data_cfg, prepare)
     stats = ItemStats.from_split(list(block["item_id"]), [int(v) for v in block["label"]])
     score, n_params = STATS_BASELINES[name](splits["train"], stats)
     out: dict[str, Any] = {}

@@ -110,14 +110,12 @@ def run_id_baseline(name: str, data_cfg: Any, splits: Any, overrides: dict[str, 
     from petrec.config import from_dict
     from petrec.models.sequential.ctr import (
         ItemVocab,
-        SequenceCTR,
         SequenceCTRConfig,
         TensorRows,
         encode_examples,
         evaluate_sequence_ctr,
     )
     from petrec.models.sequential.run import param_counts
-    from petrec.train import TrainConfig, make_accelerator, train
 
     if name not in ID_BASELINES:
         raise error(f"unknown ID baseline {name!r}; known: {sorted(ID_BASELINES)}")
@@ -137,33 +135,18 @@ def run_id_baseline(name: str, data_cfg: Any, splits: Any, overrides: dict[str, 
     model_cfg = SequenceCTRConfig(encoder=ID_BASELINES[name], hidden=cfg.hidden, max_len=max_len,  # type: ignore[arg-type]
                                   dropout=cfg.dropout, layers=cfg.layers, window=cfg.window, blocks=cfg.blocks,
                                   heads=cfg.heads)
-    steps_per_epoch = math.ceil(len(train_split) / cfg.batch_size)
-    epochs = max(cfg.epochs, math.ceil(cfg.min_steps / steps_per_epoch))
+    model, result, accelerator, epochs = train_id_ctr(tensors, vocab.n_tokens, model_cfg, cfg, seed)
     threads = torch.get_num_threads()
     torch.set_num_threads(cfg.threads)
     try:
-        with tempfile.TemporaryDirectory(prefix="petrec-id-ctr-") as tmp:
-            train_cfg = TrainConfig(output_dir=tmp, epochs=epochs, batch_size=cfg.batch_size,
-                                    eval_batch_size=cfg.eval_batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                                    warmup_ratio=0.0, scheduler="constant", mixed_precision="no",
-                                    eval_every_steps=cfg.eval_every_steps,
-                                    early_stopping_patience=cfg.early_stopping_patience, metric_for_best="auc",
-                                    seed=seed, progress=False, trackers=[], log_every_steps=10_000)
-            accelerator = make_accelerator(train_cfg, cpu=True)
-            torch.set_num_threads(cfg.threads)  # Accelerate may have set its own count
-            torch.manual_seed(seed)
-            model = SequenceCTR(vocab.n_tokens, model_cfg)
-            n_params = param_counts(model)["trainable_params"]
-            loaders = {s: DataLoader(TensorRows(t), batch_size=cfg.eval_batch_size) for s, t in tensors.items()}
-            train_loader = DataLoader(TensorRows(tensors["train"]), batch_size=cfg.batch_size, shuffle=True)
-            result = train(model, train_loader, loaders["valid"], train_cfg, evaluate_fn=evaluate_sequence_ctr,
-                           accelerator=accelerator)
-            tick = time.perf_counter()
-            out = {s: evaluate_sequence_ctr(model, accelerator.prepare(loaders[s]), accelerator)
-                   for s in ("valid", "test")}
-            infer_s = time.perf_counter() - tick
+        loaders = {s: DataLoader(TensorRows(tensors[s]), batch_size=cfg.eval_batch_size) for s in ("valid", "test")}
+        tick = time.perf_counter()
+        out = {s: evaluate_sequence_ctr(model, accelerator.prepare(loaders[s]), accelerator)
+               for s in ("valid", "test")}
+        infer_s = time.perf_counter() - tick
     finally:
         torch.set_num_threads(threads)
+    n_params = param_counts(model)["trainable_params"]
     for split in ("valid", "test"):
         out[split].pop("n_examples", None)
     oov = {s: float((t["item_ids"] == 1).float().mean()) for s, t in tensors.items()}
@@ -183,3 +166,53 @@ def run_id_baseline(name: str, data_cfg: Any, splits: Any, overrides: dict[str, 
             "train_examples": len(train_split), "train_seconds": round(result.train_seconds, 2),
             "test_eval_seconds": round(infer_s, 2), "hyperparameters": hparams,
             "valid_history": result.valid_history}
+
+
+def train_id_ctr(tensors: dict[str, Any], n_tokens: int, model_cfg: Any, cfg: IDCTRConfig,
+                 seed: int) -> tuple[Any, Any, Any, int]:
+    """Train a :class:`petrec.models.sequential.ctr.SequenceCTR` with the shared loop (early stopping on ``valid``).
+
+    The one training procedure of the ID baselines and of collaborative tokens' ID model
+    (:mod:`petrec.collab_fit`).
+
+    Args:
+        tensors: ``train`` and ``valid`` tensors of :func:`petrec.models.sequential.ctr.encode_examples`.
+        n_tokens: Rows of the item table (:attr:`petrec.models.sequential.ctr.ItemVocab.n_tokens`).
+        model_cfg: The model's :class:`~petrec.models.sequential.ctr.SequenceCTRConfig`.
+        cfg: Optimisation settings.
+        seed: Seeds the weights, shuffling and dropout.
+
+    Returns:
+        The trained model (best validation weights), the loop's result, its accelerator and the
+        epoch budget it ran under.
+    """
+    import torch
+    from torch.utils.data import DataLoader
+
+    from petrec.models.sequential.ctr import SequenceCTR, TensorRows, evaluate_sequence_ctr
+    from petrec.train import TrainConfig, make_accelerator, train
+
+    n_train = len(tensors["train"]["labels"])
+    steps_per_epoch = math.ceil(n_train / cfg.batch_size)
+    epochs = max(cfg.epochs, math.ceil(cfg.min_steps / steps_per_epoch))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads)
+    try:
+        with tempfile.TemporaryDirectory(prefix="petrec-id-ctr-") as tmp:
+            train_cfg = TrainConfig(output_dir=tmp, epochs=epochs, batch_size=cfg.batch_size,
+                                    eval_batch_size=cfg.eval_batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                    warmup_ratio=0.0, scheduler="constant", mixed_precision="no",
+                                    eval_every_steps=cfg.eval_every_steps,
+                                    early_stopping_patience=cfg.early_stopping_patience, metric_for_best="auc",
+                                    seed=seed, progress=False, trackers=[], log_every_steps=10_000)
+            accelerator = make_accelerator(train_cfg, cpu=True)
+            torch.set_num_threads(cfg.threads)  # Accelerate may have set its own count
+            torch.manual_seed(seed)
+            model = SequenceCTR(n_tokens, model_cfg)
+            train_loader = DataLoader(TensorRows(tensors["train"]), batch_size=cfg.batch_size, shuffle=True)
+            valid_loader = DataLoader(TensorRows(tensors["valid"]), batch_size=cfg.eval_batch_size)
+            result = train(model, train_loader, valid_loader, train_cfg, evaluate_fn=evaluate_sequence_ctr,
+                           accelerator=accelerator)
+    finally:
+        torch.set_num_threads(threads)
+    return model, result, accelerator, epochs

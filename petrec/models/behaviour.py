@@ -29,6 +29,7 @@ from transformers.utils import ModelOutput
 
 from petrec.methods.prompt import PROMPT_ATTR
 from petrec.models.answer import AnswerHead
+from petrec.models.collab import COLLAB_COLUMNS, CollabSpec, CollabTokens, insert_tokens
 from petrec.models.config import ModelConfig, PetrecModelError
 from petrec.models.pooling import pool, resolve_pooling
 
@@ -244,9 +245,11 @@ class BehaviourModel(nn.Module):
         backbone: A Hugging Face base model (``AutoModel``), encoder or decoder.
         cfg: The model config (task, pooling, head, dropout, temperature).
         is_decoder: Whether the backbone is a causal decoder; decides ``pooling="auto"``.
+        collab: With ``cfg.collab_tokens``: the ID vocabulary and shape of the collaborative tokens.
     """
 
-    def __init__(self, backbone: nn.Module, cfg: ModelConfig, *, is_decoder: bool = False) -> None:
+    def __init__(self, backbone: nn.Module, cfg: ModelConfig, *, is_decoder: bool = False,
+                 collab: CollabSpec | None = None) -> None:
         super().__init__()
         self.backbone = backbone
         self.cfg = cfg
@@ -280,11 +283,20 @@ class BehaviourModel(nn.Module):
                 last = [m for m in self.head.modules() if isinstance(m, nn.Linear)][-1]
                 nn.init.zeros_(last.weight)
                 nn.init.zeros_(last.bias)
+        if cfg.collab_tokens:
+            if collab is None:
+                raise PetrecModelError("model.collab_tokens: pass the run's CollabSpec (petrec.models.collab), "
+                                       "which sizes the ID model")
+            embed_std = float(backbone.get_input_embeddings().weight.detach().float().std())
+            self.collab = CollabTokens(collab, hidden, embed_std, tune=cfg.collab_tune)
+        elif collab is not None:
+            raise PetrecModelError("a CollabSpec was given to a model built without model.collab_tokens")
         # Accelerate's FSDP transformer-based auto-wrap reads this from the top-level model.
         self._no_split_modules = list(getattr(backbone, "_no_split_modules", None) or [])
 
     # ------------------------------------------------------------------ shared trunk
-    def pooled(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def pooled(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+               soft_tokens: torch.Tensor | None = None) -> torch.Tensor:
         """Backbone states pooled to ``(batch, hidden)`` (before dropout and head).
 
         Under left padding, position ids are derived from the mask (when the backbone takes
@@ -293,6 +305,10 @@ class BehaviourModel(nn.Module):
         prompt attached (method ``prompt``, which prepends virtual tokens and refuses explicit
         position ids) none are passed, so left padding changes positions there: use right
         padding (the default) with ``prompt``.
+
+        ``soft_tokens`` (``(batch, k, hidden)``, collaborative tokens) are inserted into each row's
+        embeddings, after an encoder's first real token or before a decoder's
+        (:func:`petrec.models.collab.insert_tokens`), and the mask grows with them.
         """
         if input_ids.shape != attention_mask.shape:
             raise PetrecModelError(
@@ -303,6 +319,12 @@ class BehaviourModel(nn.Module):
         backbone_cls = type(self.backbone)
         if self.is_decoder and _forward_accepts(backbone_cls, "use_cache"):
             kwargs["use_cache"] = False
+        inputs: dict[str, torch.Tensor] = {"input_ids": input_ids}
+        if soft_tokens is not None:
+            embeds = self.backbone.get_input_embeddings()(input_ids)
+            embeds, attention_mask = insert_tokens(embeds, attention_mask, soft_tokens,
+                                                   after_first=not self.is_decoder)
+            inputs = {"inputs_embeds": embeds}
         left_padded = bool((attention_mask[:, 0] == 0).any())
         if (
             left_padded
@@ -310,12 +332,13 @@ class BehaviourModel(nn.Module):
             and getattr(self.backbone, PROMPT_ATTR, None) is None
         ):
             kwargs["position_ids"] = (attention_mask.long().cumsum(dim=1) - 1).clamp(min=0)
-        out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+        out = self.backbone(**inputs, attention_mask=attention_mask, **kwargs)
         hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
         return pool(hidden, attention_mask, self.pooling)
 
-    def _head_out(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        h = self.pooled(input_ids, attention_mask)
+    def _head_out(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                  soft_tokens: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.pooled(input_ids, attention_mask, soft_tokens)
         weight = next(self.head.parameters())
         return self.head(self.dropout(h.to(weight.dtype)))
 
@@ -362,6 +385,9 @@ class BehaviourModel(nn.Module):
         negative_attention_mask: torch.Tensor | None = None,
         negative_index: torch.Tensor | None = None,
         features: torch.Tensor | None = None,
+        collab_history_ids: torch.Tensor | None = None,
+        collab_history_feedback: torch.Tensor | None = None,
+        collab_item_ids: torch.Tensor | None = None,
     ) -> BehaviourOutput:
         """Score a batch and, when targets are given, compute the task loss.
 
@@ -382,11 +408,16 @@ class BehaviourModel(nn.Module):
                 target is masked for that row (found by tokens when indices are missing).
             features: ``(batch, n_features)`` behaviour features; required with
                 ``cfg.behaviour_prior`` (their prior logit is added), refused without it.
+            collab_history_ids: With ``cfg.collab_tokens``: ``(batch, history_len)`` ID tokens of
+                the history (:meth:`petrec.models.collab.CollabSpec.columns`); required then.
+            collab_history_feedback: Their like / dislike tokens.
+            collab_item_ids: ``(batch,)`` the candidates' ID tokens.
 
         Returns:
             :class:`BehaviourOutput` (``loss`` is None without targets).
         """
         del history_index
+        soft = self._soft_tokens(collab_history_ids, collab_history_feedback, collab_item_ids)
         if self.cfg.task == "next_item":
             negatives = None
             if negative_input_ids is not None:
@@ -399,7 +430,7 @@ class BehaviourModel(nn.Module):
                 input_ids, attention_mask, labels, item_input_ids, item_attention_mask, target_index,
                 negatives,
             )  # fmt: skip
-        lm_logits = self._head_out(input_ids, attention_mask).squeeze(-1).float()
+        lm_logits = self._head_out(input_ids, attention_mask, soft).squeeze(-1).float()
         logits, prior_logits = self._add_prior(lm_logits, features)
         stacked = prior_logits is not None and self.prior.fusion_weight is not None
         loss = None
@@ -423,6 +454,22 @@ class BehaviourModel(nn.Module):
             return BehaviourOutput(loss=loss, logits=logits)
         return BehaviourOutput(loss=loss, logits=logits, lm_logits=lm_logits.detach(),
                                prior_logits=prior_logits.detach())
+
+    def _soft_tokens(self, *inputs: torch.Tensor | None) -> torch.Tensor | None:
+        """The batch's collaborative tokens (None for a model without them)."""
+        collab = getattr(self, "collab", None)
+        given = [name for name, value in zip(COLLAB_COLUMNS, inputs, strict=True) if value is not None]
+        if collab is None:
+            if given:
+                raise PetrecModelError(f"{', '.join(given)} given to a model built without model.collab_tokens")
+            return None
+        if len(given) != len(COLLAB_COLUMNS):
+            missing = [name for name in COLLAB_COLUMNS if name not in given]
+            raise PetrecModelError(
+                f"this model reads collaborative tokens (model.collab_tokens): pass {', '.join(missing)} "
+                "(petrec.models.collab.CollabSpec.columns)"
+            )
+        return collab(*inputs)
 
     def _add_prior(self, logits: torch.Tensor, features: torch.Tensor | None
                    ) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -22,6 +22,7 @@ from petrec.data.frame import answer_token_ids, get_frame, prompt_frame, set_fra
 from petrec.methods import attach, get_method
 from petrec.models.answer import answer_rows
 from petrec.models.behaviour import BehaviourModel
+from petrec.models.collab import CollabSpec
 from petrec.models.config import ModelConfig, PetrecModelError
 from petrec.paths import resolve_model
 
@@ -182,15 +183,21 @@ def load_tokenizer(cfg: ModelConfig) -> PreTrainedTokenizerBase:
     return tok
 
 
-def build_model(cfg: ModelConfig) -> BehaviourModel:
+def build_model(cfg: ModelConfig, *, collab: CollabSpec | None = None) -> BehaviourModel:
     """Load the backbone (offline), build pooling + head, then attach the PEFT method.
 
     Order: backbone -> gradient checkpointing -> head (with ``scoring: answer``, the LM head's
     rows of the answer tokens) -> ``petrec.attach(model, cfg.method,
     head=["head"], quantize=cfg.quantize, **cfg.method_kwargs)``; the head always trains.
 
+    With ``cfg.collab_tokens`` the collaborative-token module (``collab``: ID model + projector,
+    sized by ``collab``) is a head too, so it is trained and saved with the adapter; the ID model
+    inside it is then frozen again unless ``cfg.collab_tune`` (it is still saved: a reloaded run
+    needs it). Load the fitted ID model's weights with ``model.collab.id_model.load_state_dict``.
+
     Args:
         cfg: The model config.
+        collab: With ``cfg.collab_tokens``: the ID vocabulary and shape (petrec.models.collab).
 
     Returns:
         The behaviour model with the method's trainable parameters (and the head) unfrozen.
@@ -207,13 +214,15 @@ def build_model(cfg: ModelConfig) -> BehaviourModel:
         )
         if hasattr(backbone.config, "use_cache"):
             backbone.config.use_cache = False
-    model = BehaviourModel(backbone, cfg, is_decoder=decoder)
+    model = BehaviourModel(backbone, cfg, is_decoder=decoder, collab=collab)
     if cfg.scoring == "answer":
         tok = load_tokenizer(cfg)
         ids = answer_token_ids(tok, get_frame(tok), cfg.task)
         model.head.init_rows(answer_rows(backbone, resolve_model(cfg.backbone), ids))
-    heads = ["head", "prior"] if cfg.behaviour_prior else ["head"]
+    heads = ["head", *(["prior"] if cfg.behaviour_prior else []), *(["collab"] if cfg.collab_tokens else [])]
     model = attach(model, cfg.method, head=heads, quantize=cfg.quantize, **cfg.method_kwargs)
+    if cfg.collab_tokens:
+        model.collab.freeze_id_model()
     if not isinstance(model, BehaviourModel):
         raise PetrecModelError(
             f"petrec.attach returned a {type(model).__name__}, expected the BehaviourModel it was given"

@@ -15,6 +15,7 @@ DType = Literal["float32", "bfloat16", "float16", "auto"]
 Scoring = Literal["head", "answer"]
 PromptFormat = Literal["auto", "chat", "plain"]
 PriorFusion = Literal["joint", "stacked"]
+CollabEncoder = Literal["gru4rec", "sasrec", "caser"]
 
 TASKS: tuple[str, ...] = get_args(Task)
 POOLINGS: tuple[str, ...] = get_args(Pooling)
@@ -82,6 +83,19 @@ class ModelConfig:
     both train together on the training examples; ``stacked`` = the prior stays the fitted count
     model, the language model trains on the text alone, and two numbers (weight, bias) fitted on
     the validation split at each evaluation mix them (:mod:`petrec.fusion`)."""
+    collab_tokens: bool = False
+    """ctr: collaborative tokens (:mod:`petrec.models.collab`, CoLLM / LLaRA style). The recipe
+    trains an ID click model (``collab_encoder``) on training examples only; each example's
+    history positions, the ID model's user state and the candidate's ID embedding go through a
+    trainable MLP into the backbone's embedding space and are inserted into the prompt as
+    ``history_len + 2`` soft tokens. Combines with any method and with ``behaviour_prior``."""
+    collab_encoder: CollabEncoder = "gru4rec"
+    """With ``collab_tokens``: the ID model's sequence encoder (gru4rec, sasrec or caser)."""
+    collab_dim: int = 64
+    """With ``collab_tokens``: the ID model's embedding width."""
+    collab_tune: bool = False
+    """With ``collab_tokens``: train the ID model with the adapter (``true``) or keep it as fitted
+    (``false``, the default: only the projector learns to read it)."""
     scoring: Scoring = "head"
     """ctr / rating: ``head`` = a new linear head on the pooled state; ``answer`` = a decoder's
     own next-token scores of the answer words after the prompt (TALLRec): ctr = logit of "Yes"
@@ -120,6 +134,19 @@ class ModelConfig:
                 "prior: set model.behaviour_prior: true as well"
             )
         _check_choice("scoring", self.scoring, get_args(Scoring))
+        _check_choice("collab_encoder", self.collab_encoder, get_args(CollabEncoder))
+        if isinstance(self.collab_dim, bool) or not isinstance(self.collab_dim, int) or self.collab_dim < 1:
+            raise PetrecModelError(f"model.collab_dim: expected an integer >= 1, got {self.collab_dim!r}")
+        if self.collab_tokens and self.task != "ctr":
+            raise PetrecModelError(
+                f"model.collab_tokens applies to ctr models (the ID model reads like / dislike "
+                f"histories); this model's task is {self.task!r}"
+            )
+        if self.collab_tokens and self.method in ("prompt", "prefix"):
+            raise PetrecModelError(
+                f"model.collab_tokens inserts soft tokens into the prompt's embeddings; method "
+                f"{self.method!r} rewrites the input too: use another method (lora, dora, ia3, adapter, ...)"
+            )
         _check_choice("prompt_format", self.prompt_format, get_args(PromptFormat))
         if self.scoring == "answer":
             if self.task == "next_item":

@@ -35,6 +35,7 @@ from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 
 import petrec
+from petrec.collab_fit import MIN_FIT_EXAMPLES, fit_id_model, heldout_rows, id_model_scores
 from petrec.collate import LABEL_COLUMN, BehaviourCollator, ItemCollator
 from petrec.config import ConfigError, load_config, read_yaml, to_dict
 from petrec.data import DataConfig, DataError, prepare, tokenize_examples, tokenize_items
@@ -51,7 +52,10 @@ from petrec.methods.io import (
     load_adapter_weights,
     read_meta,
 )
+from petrec.metrics import compute_ctr
 from petrec.models import BehaviourModel, ModelConfig, PetrecModelError, build_model, load_tokenizer
+from petrec.models.collab import COLLAB_COLUMNS, CollabSpec
+from petrec.models.sequential.ctr import SequenceCTR
 from petrec.paths import resolve_model
 from petrec.train import TrainConfig, make_accelerator, train
 
@@ -88,6 +92,11 @@ class FinetuneConfig:
     """With ``model.behaviour_prior``: start the prior head's linear branch from a logistic (ctr) /
     ridge (rating) regression fitted on the training examples' features, then train it jointly
     with the adapter (two stages)."""
+    collab_fit: Literal["heldout", "train"] = "heldout"
+    """With ``model.collab_tokens``: the examples the ID model is fitted on (:mod:`petrec.collab_fit`):
+    ``heldout`` = the training block's examples the language model does not train on (its own
+    examples' tokens then come from a model that never saw their labels); ``train`` = the language
+    model's own training examples. Either way no valid or test label is read."""
     init_adapter: str | None = None
     """Continual fine-tuning: start from an earlier run's trained weights instead of fresh ones. A run
     folder (holding ``adapter/``) or a saved adapter folder (holding ``petrec_adapter.json``) of the
@@ -201,13 +210,53 @@ def load_init_adapter(model: BehaviourModel, folder: Path) -> None:
                           f"file ({exc}); expected the complete file petrec.save_adapter wrote") from None
 
 
-def fit_behaviour_stats(cfg: FinetuneConfig, train_split: object) -> BehaviourStats:
+class _TrainingBlock:
+    """The training split before ``few_shot_k`` / ``max_train_examples`` sampling, prepared once when first asked."""
+
+    def __init__(self, data_cfg: DataConfig) -> None:
+        self._cfg = replace(data_cfg, few_shot_k=None, max_train_examples=None)
+        self._split: object | None = None
+
+    def get(self) -> object:
+        if self._split is None:
+            self._split = prepare(self._cfg).splits["train"]
+        return self._split
+
+
+def fit_behaviour_stats(cfg: FinetuneConfig, train_split: object, block: _TrainingBlock | None = None
+                        ) -> BehaviourStats:
     """Statistics of the prior path: counts over the training block (or examples), scaler on the examples."""
     sampled = cfg.data.few_shot_k is not None or cfg.data.max_train_examples is not None
-    counted = train_split
-    if cfg.prior_stats == "block" and sampled:
-        counted = prepare(replace(cfg.data, few_shot_k=None, max_train_examples=None)).splits["train"]
+    block = block or _TrainingBlock(cfg.data)
+    counted = block.get() if cfg.prior_stats == "block" and sampled else train_split
     return BehaviourStats.fit(counted, cfg.data.task, scaler_rows=train_split)
+
+
+def fit_collab(cfg: FinetuneConfig, train_split: object, block: _TrainingBlock | None = None
+               ) -> tuple[SequenceCTR, CollabSpec]:
+    """The ID model of the collaborative tokens, fitted on the examples ``collab_fit`` names.
+
+    Raises:
+        ConfigError: ``heldout`` with no training examples outside the language model's own.
+    """
+    examples = train_split
+    if cfg.collab_fit == "heldout":
+        examples = heldout_rows((block or _TrainingBlock(cfg.data)).get(), train_split, cfg.data)
+        if len(examples) < MIN_FIT_EXAMPLES:
+            raise ConfigError(
+                f"collab_fit: heldout leaves {len(examples)} training examples outside the {len(train_split)} the "
+                f"language model trains on (at least {MIN_FIT_EXAMPLES} needed): sample the training split "
+                "(data.few_shot_k / data.max_train_examples) or set collab_fit: train (the ID model then "
+                "sees the language model's own training labels)"
+            )
+    return fit_id_model(examples, encoder=cfg.model.collab_encoder, hidden=cfg.model.collab_dim,
+                        history_len=cfg.data.history_len, seed=cfg.train.seed, fit=cfg.collab_fit)
+
+
+def _add_columns(split: object, columns: Mapping[str, list]) -> object:
+    for name, values in columns.items():
+        split = split.add_column(name, values)
+    return split
 
 
 # ---------------------------------------------------------------------------- run
@@ -233,19 +282,34 @@ def main(argv: list[str] | None = None) -> dict:
                                    template=cfg.data.template, task=cfg.data.task)
         item_tokens = (tokenize_items(data.items, tokenizer, max_length=cfg.item_max_length)
                        if cfg.data.task == "next_item" else None)
+        block = _TrainingBlock(cfg.data)  # prepared only if the prior or the tokens need it
         if cfg.model.behaviour_prior:  # the prior path: behaviour features from the training split only
-            stats = fit_behaviour_stats(cfg, data.splits["train"])
+            stats = fit_behaviour_stats(cfg, data.splits["train"], block)
             # training rows leave their own label out of the item counts (petrec.data.features)
             splits = {name: split.add_column("features", stats.features(split, leave_one_out=name == "train").tolist())
                       for name, split in splits.items()}
             if accelerator.is_main_process:
                 stats.save(out)
+        collab = None
+        if cfg.model.collab_tokens:  # the ID model, from training examples only (petrec.collab_fit)
+            id_model, collab = fit_collab(cfg, data.splits["train"], block)
+            columns = {name: collab.columns(split) for name, split in data.splits.items()}
+            splits = {name: _add_columns(split, columns[name]) for name, split in splits.items()}
+            if accelerator.is_main_process:
+                collab.save(out)
+            # The ID model alone, as a reference beside the run (labels read for this number only).
+            id_alone = {name: compute_ctr(*id_model_scores(id_model, collab, data.splits[name]), from_logits=True)
+                        for name in ("valid", "test")}
         splits = annotate_splits(splits, data, cfg.data, cfg.debias, train_weights=cfg.train.ips_weighting)
     accelerator.print(f"data: {', '.join(f'{k}={len(v)}' for k, v in splits.items())}")
 
     # 2. Model: frozen backbone + PEFT method + task head (seeded: same init on every run).
     set_seed(cfg.train.seed)
-    model = build_model(cfg.model)
+    model = build_model(cfg.model, collab=collab)
+    if collab is not None:  # the fitted ID model (frozen unless model.collab_tune)
+        model.collab.id_model.load_state_dict(id_model.state_dict())
+        accelerator.print(f"collaborative tokens: {cfg.model.collab_encoder} fitted on {collab.fitted_on} examples "
+                          f"({cfg.collab_fit}), held-out AUC {collab.id_metrics.get('auc', float('nan')):.4f}")
     if init_folder is not None:  # continual fine-tuning: the earlier run's adapter and head
         load_init_adapter(model, init_folder)
         accelerator.print(f"warm start from {init_folder}")
@@ -271,7 +335,8 @@ def main(argv: list[str] | None = None) -> dict:
         item_loader = DataLoader(list(item_tokens["input_ids"]), batch_size=cfg.train.eval_batch_size,
                                  collate_fn=ItemCollator(tokenizer.pad_token_id, tokenizer.padding_side))
     collate = BehaviourCollator(cfg.data.task, tokenizer.pad_token_id, tokenizer.padding_side, **collate_kwargs)
-    columns = ["input_ids", "label", "rating", "item_id", "history_item_ids", "features", *DEBIAS_COLUMNS]
+    columns = ["input_ids", "label", "rating", "item_id", "history_item_ids", "features", *COLLAB_COLUMNS,
+               *DEBIAS_COLUMNS]
 
     def loader(split: str, shuffle: bool) -> DataLoader:
         ds = splits[split].select_columns([c for c in columns if c in splits[split].column_names])
@@ -314,6 +379,11 @@ def main(argv: list[str] | None = None) -> dict:
         # The adapter this run started from (continual fine-tuning); None = fresh weights.
         "init_adapter": str(init_folder.resolve()) if init_folder is not None else None,
     }
+    if collab is not None:  # what the tokens were made from (collab_tokens.json holds the vocabulary)
+        metrics["collab"] = {"encoder": collab.encoder, "fit": collab.fit, "fitted_on": collab.fitted_on,
+                             "id_model_heldout": collab.id_metrics, "vocab_items": len(collab.items),
+                             "id_model_valid_auc": id_alone["valid"].get("auc"),
+                             "id_model_test_auc": id_alone["test"].get("auc")}
     if accelerator.is_main_process:
         petrec.save_adapter(accelerator.unwrap_model(model), out / "adapter")
         write_json_atomic(out / "metrics.json", metrics, default=float)

@@ -142,10 +142,37 @@ def encode_examples(split: Any, vocab: ItemVocab, max_len: int) -> dict[str, tor
     missing = [c for c in ("history_item_ids", "history_labels", "item_id", "label") if c not in _columns(split)]
     if missing:
         raise ValueError(f"a ctr split needs the columns {missing} (has {sorted(_columns(split))})")
+    out = encode_inputs(split["history_item_ids"], split["history_labels"], split["item_id"], vocab, max_len)
+    y = np.asarray(list(split["label"]), dtype=np.float32).reshape(-1)
+    if not np.isin(y, (0.0, 1.0)).all():
+        raise ValueError(f"labels must be 0/1, got {sorted(set(y.tolist()) - {0.0, 1.0})[:3]}")
+    return {**out, "labels": torch.from_numpy(y)}
+
+
+def encode_inputs(histories: Sequence[Sequence[Any]], history_labels: Sequence[Sequence[Any]],
+                  candidates: Sequence[Any], vocab: ItemVocab, max_len: int) -> dict[str, torch.Tensor]:
+    """Input tensors of ctr examples (no target needed: also what a server sees).
+
+    Args:
+        histories: Item ids per example, oldest first.
+        history_labels: 0/1 per history item (same lengths).
+        candidates: The candidate item id per example.
+        vocab: Item id → token.
+        max_len: Positions kept (the most recent items).
+
+    Returns:
+        ``history_ids`` / ``history_feedback`` ``(N, max_len)`` left-padded and ``item_ids`` ``(N,)``.
+
+    Raises:
+        ValueError: A history whose items and labels differ in length, or a history label that
+            is not 0/1 (the message names the row).
+    """
     if max_len < 1:
         raise ValueError(f"max_len must be ≥ 1, got {max_len}")
-    hist_items, hist_labels = list(split["history_item_ids"]), list(split["history_labels"])
-    cand, labels = list(split["item_id"]), list(split["label"])
+    hist_items, hist_labels, cand = list(histories), list(history_labels), list(candidates)
+    if not len(hist_items) == len(hist_labels) == len(cand):
+        raise ValueError(f"{len(hist_items)} histories, {len(hist_labels)} history label lists and "
+                         f"{len(cand)} candidates: expected one of each per example")
     n = len(cand)
     ids = np.zeros((n, max_len), dtype=np.int64)
     feedback = np.zeros((n, max_len), dtype=np.int64)
@@ -160,12 +187,8 @@ def encode_examples(split: Any, vocab: ItemVocab, max_len: int) -> dict[str, tor
         if items:
             ids[row, max_len - len(items):] = [vocab.token(i) for i in items]
             feedback[row, max_len - len(fb):] = [LIKE if v else DISLIKE for v in fb]
-    y = np.asarray(labels, dtype=np.float32).reshape(-1)
-    if not np.isin(y, (0.0, 1.0)).all():
-        raise ValueError(f"labels must be 0/1, got {sorted(set(y.tolist()) - {0.0, 1.0})[:3]}")
     return {"history_ids": torch.from_numpy(ids), "history_feedback": torch.from_numpy(feedback),
-            "item_ids": torch.tensor([vocab.token(i) for i in cand], dtype=torch.long),
-            "labels": torch.from_numpy(y)}
+            "item_ids": torch.tensor([vocab.token(i) for i in cand], dtype=torch.long)}
 
 
 def _columns(split: Any) -> list[str]:
@@ -286,16 +309,30 @@ class SequenceCTR(nn.Module):
         for name, t in (("history_ids", ids), ("item_ids", item_ids)):
             if t.numel() and (int(t.max()) >= self.n_tokens or int(t.min()) < 0):
                 raise ValueError(f"{name} holds a token outside [0, {self.n_tokens})")
-        table = self.encoder.table()
-        valid = ids != PAD
-        emb = (table[ids] + self.feedback(fb)) * valid.unsqueeze(-1)
-        h = self.encoder(emb, valid)
-        e = table[item_ids]
+        _, h, e = self.represent(ids, fb, item_ids)
         logits = self.head(torch.cat([h, e, h * e], -1)).squeeze(-1)
         loss = None
         if labels is not None:
             loss = F.binary_cross_entropy_with_logits(logits.float(), labels.float().reshape(-1))
         return CTROutput(logits=logits, loss=loss)
+
+    def represent(self, history_ids: torch.Tensor, history_feedback: torch.Tensor,
+                  item_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The model's own representations: what collaborative tokens are made of (petrec.models.collab).
+
+        Args:
+            history_ids: ``(B, L)`` left-padded item tokens, ``L <= max_len``.
+            history_feedback: ``(B, L)`` like / dislike tokens.
+            item_ids: ``(B,)`` candidate tokens.
+
+        Returns:
+            ``(B, L, d)`` history-position embeddings (item + feedback, zero at padding), ``(B, d)``
+            the encoder's user state and ``(B, d)`` the candidate's item embedding.
+        """
+        table = self.encoder.table()
+        valid = history_ids != PAD
+        emb = (table[history_ids] + self.feedback(history_feedback)) * valid.unsqueeze(-1)
+        return emb, self.encoder(emb, valid), table[item_ids]
 
 
 #: Batch keys a :class:`SequenceCTR` reads.
