@@ -31,6 +31,7 @@ from petrec.methods.errors import AdapterLoadError, PetrecMethodError
 from petrec.methods.io import TENSORS_FILE, check_adapter_folder
 from petrec.models import BehaviourModel, ModelConfig, load_tokenizer
 from petrec.models.build import load_backbone
+from petrec.models.collab import CollabSpec
 from petrec.recipes.finetune import FinetuneConfig
 
 #: Every error a bad run folder or input file raises with a one-line message naming the file (all
@@ -72,6 +73,8 @@ class TrainedRun:
     max_length: int
     stats: BehaviourStats | None = None
     """The behaviour statistics of a model with ``behaviour_prior`` (``behaviour_stats.json``)."""
+    collab: CollabSpec | None = None
+    """The ID vocabulary of a model with ``collab_tokens`` (``collab_tokens.json``)."""
     debias: DebiasConfig = dataclasses.field(default_factory=DebiasConfig)
     """The run's ``debias`` section: how its debiased metrics and groups were computed."""
 
@@ -90,7 +93,8 @@ def load_run(folder: str | os.PathLike[str], *, data_dir: str | None = None,
         ConfigError: The folder is not a run folder, its config does not load or the base model
             it names does not load.
         AdapterLoadError: A missing, truncated or corrupt file in ``adapter/`` (named).
-        DataError: A missing or unreadable ``behaviour_stats.json`` (behaviour-prior runs).
+        DataError: A missing or unreadable ``behaviour_stats.json`` (behaviour-prior runs) or
+            ``collab_tokens.json`` (collaborative-token runs).
     """
     folder = Path(folder)
     for needed in ("config.yaml", "adapter"):
@@ -101,12 +105,14 @@ def load_run(folder: str | os.PathLike[str], *, data_dir: str | None = None,
     check_adapter_folder(folder / "adapter")  # before the (slow) base model loads
     # The plain base (backbone + fresh head); load_adapter re-applies the saved method,
     # quantization included, and restores every trained tensor (head too).
+    collab = CollabSpec.load(folder) if cfg.model.collab_tokens else None
     backbone, is_decoder = load_base(cfg.model, folder / CONFIG_FILE)
-    model = load_adapter_checked(BehaviourModel(backbone, cfg.model, is_decoder=is_decoder), folder / "adapter")
+    model = load_adapter_checked(BehaviourModel(backbone, cfg.model, is_decoder=is_decoder, collab=collab),
+                                 folder / "adapter")
     model.eval()
     stats = BehaviourStats.load(folder) if cfg.model.behaviour_prior else None
-    return TrainedRun(folder, data, cfg.model, model, load_tokenizer(cfg.model), cfg.max_length, stats,
-                      cfg.debias)
+    return TrainedRun(folder, data, cfg.model, model, load_tokenizer(cfg.model), cfg.max_length, stats=stats,
+                      debias=cfg.debias, collab=collab)
 
 
 def with_data_overrides(data: DataConfig, overrides: Sequence[str]) -> DataConfig:
@@ -249,13 +255,15 @@ def score_examples(run: TrainedRun, examples: Any, *, items: Any = None, batch_s
     tokens = petrec.data.tokenize_examples(examples, run.tokenizer, max_length=run.max_length, items=items,
                                            template=run.data.template, task=run.model_cfg.task)
     features = run.stats.features(examples) if run.stats is not None else None
+    collab = run.collab.columns(examples) if run.collab is not None else None
     return score_token_ids(run.model, run.model_cfg.task, tokens["input_ids"], run.tokenizer,
-                           batch_size=batch_size, features=features).cpu().numpy()
+                           batch_size=batch_size, features=features, collab=collab).cpu().numpy()
 
 
 @torch.no_grad()
 def score_token_ids(model: BehaviourModel, task: str, seqs: Sequence[Sequence[int]], tokenizer: Any, *,
-                    batch_size: int = 64, features: np.ndarray | None = None) -> torch.Tensor:
+                    batch_size: int = 64, features: np.ndarray | None = None,
+                    collab: Mapping[str, Sequence[Any]] | None = None) -> torch.Tensor:
     """Click probabilities (ctr) or predicted ratings of token-id lists, in order.
 
     The one scoring pass behind :func:`score_examples`, ``petrec.deploy.load.score_requests``
@@ -268,6 +276,8 @@ def score_token_ids(model: BehaviourModel, task: str, seqs: Sequence[Sequence[in
         tokenizer: Gives ``pad_token_id`` and ``padding_side``.
         batch_size: Examples per forward pass.
         features: ``(len(seqs), n_features)`` behaviour features, for a model with a behaviour prior.
+        collab: The collaborative tokens' ID inputs (:meth:`petrec.models.collab.CollabSpec.columns`),
+            for a model with ``collab_tokens``.
     """
     device = next(model.parameters()).device
     out = []
@@ -278,6 +288,8 @@ def score_token_ids(model: BehaviourModel, task: str, seqs: Sequence[Sequence[in
         extra = {}
         if features is not None:
             extra["features"] = torch.as_tensor(features[start:start + batch_size], device=device)
+        for name, values in (collab or {}).items():
+            extra[name] = torch.as_tensor(values[start:start + batch_size], dtype=torch.long, device=device)
         logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), **extra).logits.reshape(-1).float()
         out.append(torch.sigmoid(logits) if task == "ctr" else logits)
     return torch.cat(out) if out else torch.zeros(0)

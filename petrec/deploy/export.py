@@ -377,6 +377,9 @@ def export_run(
         # The manifest and the server do not carry behaviour_stats.json and request-time
         # features yet: an export would serve a model without the prior it was trained with.
         raise ExportError(f"{run_path}: runs trained with model.behaviour_prior cannot be exported yet")
+    if run.model_cfg.collab_tokens:
+        # Same for collab_tokens.json and request-time ID tokens.
+        raise ExportError(f"{run_path}: runs trained with model.collab_tokens cannot be exported yet")
     method = run.model_cfg.method
     fingerprint = base_fingerprint(run.model_cfg.backbone)
     items = build_catalogue(run.data, run.model_cfg.task)
