@@ -175,9 +175,9 @@ def _prior_features(splits: Any, block: Any) -> dict[str, Any]:
 
 def _collab_id(splits: Any, data_cfg: Any, prepare: Callable[[Any], Any]) -> dict[str, Any]:
     """The ``collab-id`` row: the recipe's collaborative-token ID model (defaults, heldout fit), scored alone."""
-    from petrec.collab_fit import fit_id_model, heldout_rows, id_model_scores
     from petrec.data.errors import DataError
     from petrec.metrics import compute_ctr
+    from petrec.recipes.collab import fit_id_model, heldout_rows, id_model_scores
 
     block = _prepared(dataclasses.replace(data_cfg, few_shot_k=None, max_train_examples=None), prepare)["train"]
     try:
@@ -203,7 +203,7 @@ def run_baseline(name: str, config: dict[str, Any]) -> dict[str, Any]:
         config: A run config; ``config["data"]`` holds :class:`petrec.data.DataConfig` fields
             (``few_shot_k`` and ``seed`` select the same k examples the model runs train on);
             the ID baselines (:data:`petrec.bench.id_baselines.ID_BASELINES`) also read an
-            optional ``config["id_ctr"]`` (:class:`petrec.bench.id_baselines.IDCTRConfig` fields)
+            optional ``config["id_ctr"]`` (:class:`petrec.recipes.id_ctr.IDCTRConfig` fields)
             and use ``data.seed`` as their training seed.
 
     Returns:

@@ -51,6 +51,9 @@ class MethodSpec:
     loading re-attaches to exactly those."""
     quantize: str | None = None
     """Quantization of the frozen base the method implies (``qlora`` → ``"nf4"``)."""
+    changes_input: bool = False
+    """Adds virtual tokens or prefixes to every input sequence (``prompt``, ``prefix``), so no other
+    soft tokens (``model.collab_tokens``) can be inserted beside them."""
 
     def make_options(self, kwargs: dict[str, Any]) -> Any:
         """Build the options dataclass, naming any unknown keyword."""
@@ -91,9 +94,11 @@ METHODS: dict[str, MethodSpec] = _check_unique(
                    IA3Options, apply_ia3,
                    mergeable=True, peft_native=True, multi_adapter=True, takes_targets=True),
         MethodSpec("prompt", "soft prompt prepended to the input embeddings", "https://arxiv.org/abs/2104.08691",
-                   PromptOptions, apply_prompt, mergeable=False, peft_native=False, multi_adapter=True),
+                   PromptOptions, apply_prompt, mergeable=False, peft_native=False, multi_adapter=True,
+                   changes_input=True),
         MethodSpec("prefix", "trained key/value prefixes in every attention layer", "https://arxiv.org/abs/2101.00190",
-                   PrefixOptions, apply_prefix, mergeable=False, peft_native=False, multi_adapter=True),
+                   PrefixOptions, apply_prefix, mergeable=False, peft_native=False, multi_adapter=True,
+                   changes_input=True),
         MethodSpec("adapter", "bottleneck adapters (houlsby / pfeiffer)", "https://arxiv.org/abs/1902.00751",
                    AdapterOptions, apply_adapter,
                    mergeable=False, peft_native=False, multi_adapter=True, takes_targets=True),

@@ -7,7 +7,7 @@ embeddings as item tokens), a collaborative-token model
 
 1. trains an ID click model (:class:`petrec.models.sequential.ctr.SequenceCTR`: GRU4Rec,
    SASRec or Caser over item-ID + like/dislike embeddings) on training examples only
-   (:func:`petrec.collab_fit.fit_id_model`);
+   (:func:`petrec.recipes.collab.fit_id_model`);
 2. turns each example into ``history_len + 2`` vectors of that model: one per history position
    (item + feedback embedding), the encoder's user state, and the candidate's item embedding;
 3. maps them through a trainable MLP (:class:`CollabTokens`) into the backbone's input-embedding

@@ -142,11 +142,6 @@ class ModelConfig:
                 f"model.collab_tokens applies to ctr models (the ID model reads like / dislike "
                 f"histories); this model's task is {self.task!r}"
             )
-        if self.collab_tokens and self.method in ("prompt", "prefix"):
-            raise PetrecModelError(
-                f"model.collab_tokens inserts soft tokens into the prompt's embeddings; method "
-                f"{self.method!r} rewrites the input too: use another method (lora, dora, ia3, adapter, ...)"
-            )
         _check_choice("prompt_format", self.prompt_format, get_args(PromptFormat))
         if self.scoring == "answer":
             if self.task == "next_item":
@@ -189,6 +184,12 @@ class ModelConfig:
         from petrec.methods.registry import METHODS  # lazy: keeps config import light
 
         _check_choice("method", self.method, tuple(METHODS))
+        if self.collab_tokens and METHODS[self.method].changes_input:
+            others = [name for name, spec in METHODS.items() if not spec.changes_input]
+            raise PetrecModelError(
+                f"model.collab_tokens inserts soft tokens into the prompt's embeddings; method "
+                f"{self.method!r} rewrites the input too: use another method ({', '.join(others)})"
+            )
         try:
             METHODS[self.method].make_options(dict(self.method_kwargs))
         except (TypeError, ValueError) as exc:

@@ -35,7 +35,6 @@ from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 
 import petrec
-from petrec.collab_fit import MIN_FIT_EXAMPLES, fit_id_model, heldout_rows, id_model_scores
 from petrec.collate import LABEL_COLUMN, BehaviourCollator, ItemCollator
 from petrec.config import ConfigError, load_config, read_yaml, to_dict
 from petrec.data import DataConfig, DataError, prepare, tokenize_examples, tokenize_items
@@ -57,6 +56,7 @@ from petrec.models import BehaviourModel, ModelConfig, PetrecModelError, build_m
 from petrec.models.collab import COLLAB_COLUMNS, CollabSpec
 from petrec.models.sequential.ctr import SequenceCTR
 from petrec.paths import resolve_model
+from petrec.recipes.collab import MIN_FIT_EXAMPLES, fit_id_model, heldout_rows, id_model_scores
 from petrec.train import TrainConfig, make_accelerator, train
 
 
@@ -93,7 +93,7 @@ class FinetuneConfig:
     ridge (rating) regression fitted on the training examples' features, then train it jointly
     with the adapter (two stages)."""
     collab_fit: Literal["heldout", "train"] = "heldout"
-    """With ``model.collab_tokens``: the examples the ID model is fitted on (:mod:`petrec.collab_fit`):
+    """With ``model.collab_tokens``: the examples the ID model is fitted on (:mod:`petrec.recipes.collab`):
     ``heldout`` = the training block's examples the language model does not train on (its own
     examples' tokens then come from a model that never saw their labels); ``train`` = the language
     model's own training examples. Either way no valid or test label is read."""
@@ -291,7 +291,7 @@ def main(argv: list[str] | None = None) -> dict:
             if accelerator.is_main_process:
                 stats.save(out)
         collab = None
-        if cfg.model.collab_tokens:  # the ID model, from training examples only (petrec.collab_fit)
+        if cfg.model.collab_tokens:  # the ID model, from training examples only (petrec.recipes.collab)
             id_model, collab = fit_collab(cfg, data.splits["train"], block)
             columns = {name: collab.columns(split) for name, split in data.splits.items()}
             splits = {name: _add_columns(split, columns[name]) for name, split in splits.items()}

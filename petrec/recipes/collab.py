@@ -13,8 +13,8 @@ Which training examples (the recipe's ``collab_fit``):
 Early stopping reads a seeded tenth of those examples, never the validation or test split, so no
 valid / test label reaches the ID model (tests/models/test_collab.py flips them).
 
-The optimisation is the ID baselines' (:func:`petrec.bench.id_baselines.train_id_ctr`,
-:class:`~petrec.bench.id_baselines.IDCTRConfig` defaults, one thread).
+The optimisation is the ID baselines' (:func:`petrec.recipes.id_ctr.train_id_ctr`,
+:class:`~petrec.recipes.id_ctr.IDCTRConfig` defaults, one thread).
 """
 
 from __future__ import annotations
@@ -79,8 +79,8 @@ def fit_id_model(examples: Any, *, encoder: str, hidden: int, history_len: int, 
     Raises:
         DataError: Too few examples, one class only, or malformed histories (named).
     """
-    from petrec.bench.id_baselines import IDCTRConfig, train_id_ctr
     from petrec.models.sequential.ctr import ItemVocab, SequenceCTRConfig, encode_examples
+    from petrec.recipes.id_ctr import IDCTRConfig, train_id_ctr
 
     n = len(examples)
     if n < MIN_FIT_EXAMPLES:
