@@ -149,3 +149,21 @@ def test_collab_inputs_are_refused_by_a_model_without_tokens(tiny_dirs: dict[str
     with pytest.raises(PetrecModelError, match=r"collab_item_ids given to a model built without model\.collab_tokens"):
         model(input_ids=torch.tensor([[5, 6]]), attention_mask=torch.ones(1, 2, dtype=torch.long),
               collab_item_ids=torch.tensor([2]))
+
+
+def test_answer_scoring_reads_the_tokens_at_the_prompts_last_position(tiny_llama_lm: Path) -> None:
+    from petrec.models import ModelConfig, build_model
+    from tests.models.conftest import batch
+
+    s = spec()
+    cfg = ModelConfig(backbone=str(tiny_llama_lm), scoring="answer", collab_tokens=True, collab_dim=8,
+                      dropout=0.0, padding_side="left")
+    model = build_model(cfg, collab=s).eval()
+    inputs = {k: v[:2] for k, v in zip(COLLAB_COLUMNS, _inputs(s), strict=True)}
+    ids, mask = batch([[5, 6, 7, 8], [5, 6]], "left")
+    with torch.no_grad():
+        both = model(input_ids=ids, attention_mask=mask, **inputs).logits
+        second = model(input_ids=ids[1:, 2:], attention_mask=mask[1:, 2:],
+                       **{k: v[1:2] for k, v in inputs.items()}).logits
+    torch.testing.assert_close(both[1:], second, atol=1e-5, rtol=1e-4)
+    assert {n.split(".")[0] for n, p in model.named_parameters() if p.requires_grad} == {"backbone", "head", "collab"}
