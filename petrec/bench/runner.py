@@ -216,6 +216,8 @@ def train_info_from(metrics: dict[str, Any], proc: ProcessResult | None, out_dir
         "num_processes": metrics.get("num_processes"),
         **({"cpu_sharing": sharing} if proc is not None and (sharing := cpu_sharing(proc)) else {}),
         **({"labels": metrics["labels"]} if "labels" in metrics else {}),
+        # Collaborative tokens: which ID model made them, and its own valid / test AUC (petrec.recipes.collab).
+        **({"collab": metrics["collab"]} if "collab" in metrics else {}),
     }
 
 

@@ -98,3 +98,18 @@ def test_p1_k256_gru4rec_ctr_on_movielens(shared_data_dir: Path) -> None:
     out = run_baseline("gru4rec-ctr", {"data": data})
     assert out["train_examples"] == 256
     assert 0.6 < out["test"]["auc"] < 0.85, out["test"]  # measured 0.7356 (history-share: 0.726)
+
+
+def test_collab_id_is_the_recipes_id_model_fitted_outside_the_k_examples() -> None:
+    from petrec.data import DataConfig, prepare
+
+    data = {**SYNTH, "synthetic_users": 200, "synthetic_items": 60}
+    out = run_baseline("collab-id", {"data": data})
+    block = len(prepare(DataConfig(**{**data, "few_shot_k": None})).splits["train"])
+    assert out["train_examples"] == block - 64  # the training block minus the language model's k
+    assert 0.0 <= out["test"]["auc"] <= 1.0 and out["valid_best"]["value"] == out["valid"]["auc"]
+    assert set(out["id_heldout"]) >= {"auc"} and out["labels"][0].startswith("baseline: the ID model")
+    info = train_info_from({**out, "collab": {"fit": "heldout"}}, None, None)
+    assert info["collab"] == {"fit": "heldout"}  # the runner keeps a run's collab block
+    with pytest.raises(BaselineError, match=r"collab-id: .*expected at least 100"):
+        run_baseline("collab-id", {"data": {**SYNTH, "synthetic_users": 20}})
