@@ -26,6 +26,7 @@ from typing import Any, Literal
 
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
 from safetensors.torch import load_file, save_file
 from torch import nn
@@ -163,6 +164,8 @@ def make_accelerator(cfg: TrainConfig, *, cpu: bool = False) -> Accelerator:
         cpu: Stay on the CPU (small in-process models, e.g. the ID baselines), unless this
             process already runs Accelerate on an accelerator device, which Accelerate's shared
             state does not let a second Accelerator leave.
+
+    A second Accelerator in a process takes the first one's mixed precision (the same shared state).
     """
     trackers = [t for t in cfg.trackers if _tracker_available(t)]
     kwargs: dict[str, Any] = {
@@ -172,6 +175,10 @@ def make_accelerator(cfg: TrainConfig, *, cpu: bool = False) -> Accelerator:
         "project_config": ProjectConfiguration(project_dir=cfg.output_dir, logging_dir=cfg.output_dir),
         "dataloader_config": DataLoaderConfiguration(use_seedable_sampler=True),
     }
+    if AcceleratorState._shared_state:
+        # Accelerate keeps one state per process: a second Accelerator (the ID model of collaborative
+        # tokens, fitted inside the recipe) must take the first one's precision or it refuses to start.
+        kwargs["mixed_precision"] = AcceleratorState().mixed_precision
     if cpu:
         try:
             return Accelerator(cpu=True, **kwargs)

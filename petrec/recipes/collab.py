@@ -100,7 +100,7 @@ def fit_id_model(examples: Any, *, encoder: str, hidden: int, history_len: int, 
     cfg = replace(IDCTRConfig(), hidden=hidden, threads=threads)
     model_cfg = SequenceCTRConfig(encoder=encoder, hidden=hidden, max_len=history_len)  # type: ignore[arg-type]
     model, result, _, _ = train_id_ctr(tensors, vocab.n_tokens, model_cfg, cfg, seed)
-    model.eval()
+    model.cpu().eval()  # inside a GPU recipe the shared Accelerate state trained it on the device
     best = next((h for h in result.valid_history if h["step"] == result.best_step), {})
     metrics = {k: float(v) for k, v in best.items() if k in ("auc", "log_loss", "accuracy")}
     spec = CollabSpec(items=vocab.items, encoder=encoder, hidden=hidden, history_len=history_len, fit=fit,

@@ -88,7 +88,9 @@ def test_export_refuses_a_collab_run(finetune: ModuleType, tiny_bert: Path, tmp_
     from petrec.deploy.export import ExportError, export_run
 
     out = tmp_path / "run"
-    _run(finetune, tiny_bert, out, "--train.max_steps", "1", "--evaluate_test", "false")
+    # bf16: the ID model's Accelerator must take the recipe's precision (one Accelerate state per process)
+    _run(finetune, tiny_bert, out, "--train.max_steps", "1", "--evaluate_test", "false",
+         "--train.mixed_precision", "bf16")
     with pytest.raises(ExportError, match="collab_tokens cannot be exported yet"):
         export_run(out, tmp_path / "export")
     assert (out / COLLAB_FILE).is_file()
