@@ -6,12 +6,21 @@ Layout (see :mod:`petrec.deploy.manifest` for ``manifest.json``)::
       manifest.json          written last
       config.yaml            the run's config (data / model / max_length)
       items.parquet          the catalogue the model was trained with (item_id, text, ...)
+      behaviour_stats.json   model.behaviour_prior only: the statistics its features come from
+      collab_tokens.json     model.collab_tokens only: the ID vocabulary of its ID tokens
       adapter/               petrec.save_adapter output (peft-native methods: also peft's own
                              adapter_config.json + adapter_model.safetensors, nothing to add)
       merged/                optional: adapter folded into the weights; transformers
                              save_pretrained (safetensors) + tokenizer + head.safetensors
+                             (+ prior.safetensors / collab.safetensors: the prior head and the
+                             collaborative-token module, when the model has them)
       quantized-int8/        optional: the merged backbone with bitsandbytes int8 / nf4 linear
       quantized-nf4/         layers (safetensors state dict) + config.json + tokenizer + head
+                             (+ prior / collab weights, not quantized)
+
+The two JSON files (the manifest's ``inputs``, hashed like the catalogue) serve every variant:
+the server and :func:`petrec.deploy.load.score_requests` compute a request's features and ID
+tokens from them (:mod:`petrec.deploy.inputs`).
 
 Everything is written into a temporary sibling folder that is renamed to ``OUT`` at the end,
 so a failed export leaves nothing behind (and ``force=True`` replaces ``OUT`` only then).
@@ -55,6 +64,7 @@ import pandas as pd
 
 import petrec
 from petrec.data import DataConfig
+from petrec.deploy.inputs import needed_files
 from petrec.deploy.load import (  # re-exported: export.py was one module before
     item_names,
     load_export,
@@ -63,8 +73,10 @@ from petrec.deploy.load import (  # re-exported: export.py was one module before
 )
 from petrec.deploy.manifest import (
     CATALOGUE_FILE,
+    COLLAB_WEIGHTS_FILE,
     HEAD_FILE,
     MANIFEST_FILE,
+    PRIOR_FILE,
     QUANTIZED,
     VARIANT_META,
     VARIANTS,
@@ -142,10 +154,15 @@ def build_catalogue(data_cfg: DataConfig, task: str) -> pd.DataFrame:
 
 
 def _save_head(model: BehaviourModel, folder: Path) -> None:
+    """``head.safetensors``, and the prior head's / collaborative-token module's weights if any."""
     from safetensors.torch import save_file
 
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.head.state_dict().items()}
-    save_file(tensors, str(folder / HEAD_FILE), metadata={"format": "pt"})
+    for attr, file in (("head", HEAD_FILE), ("prior", PRIOR_FILE), ("collab", COLLAB_WEIGHTS_FILE)):
+        module = getattr(model, attr, None)
+        if module is None:
+            continue
+        tensors = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+        save_file(tensors, str(folder / file), metadata={"format": "pt"})
 
 
 def _write_merged(model: BehaviourModel, tokenizer: Any, folder: Path) -> None:
@@ -354,6 +371,8 @@ def export_run(
             ``merged`` / ``quantize``, an unknown quantization kind.
         ConfigError: ``run_dir`` is not a run folder, or its config is empty / wrong.
         AdapterLoadError: A missing, truncated or corrupt file in the run's ``adapter/``.
+        DataError: A behaviour-prior / collaborative-token run whose ``behaviour_stats.json`` /
+            ``collab_tokens.json`` is missing or unreadable (named).
     """
     from petrec.runs import load_run, read_run_config
 
@@ -373,13 +392,7 @@ def export_run(
         )
     metrics = _run_metrics(run_path)  # a broken metrics.json fails before the model loads
     run = load_run(run_path, data_dir=data_dir)
-    if run.model_cfg.behaviour_prior:
-        # The manifest and the server do not carry behaviour_stats.json and request-time
-        # features yet: an export would serve a model without the prior it was trained with.
-        raise ExportError(f"{run_path}: runs trained with model.behaviour_prior cannot be exported yet")
-    if run.model_cfg.collab_tokens:
-        # Same for collab_tokens.json and request-time ID tokens.
-        raise ExportError(f"{run_path}: runs trained with model.collab_tokens cannot be exported yet")
+    inputs = needed_files(run.model_cfg)  # load_run read (and checked) each of them
     method = run.model_cfg.method
     fingerprint = base_fingerprint(run.model_cfg.backbone)
     items = build_catalogue(run.data, run.model_cfg.task)
@@ -390,6 +403,8 @@ def export_run(
         _stage("started")
         shutil.copy2(run_path / "config.yaml", tmp / "config.yaml")
         items.to_parquet(tmp / CATALOGUE_FILE, index=False)
+        for file in inputs.values():
+            shutil.copy2(run_path / file, tmp / file)
         _stage("catalogue")
         shutil.copytree(run_path / "adapter", tmp / "adapter")
         _stage("adapter")
@@ -422,6 +437,7 @@ def export_run(
             },
             metrics=metrics,
             variants=variants,
+            inputs={key: {"file": file, "sha256": file_sha256(tmp / file)} for key, file in inputs.items()},
             petrec_version=petrec.__version__,
             created_utc=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         )

@@ -1,8 +1,9 @@
 """Read export folders back: ``load_export`` (any variant → a ``TrainedRun``) and fast scoring.
 
 Written by :mod:`petrec.deploy.export`; the layout and the manifest are in
-:mod:`petrec.deploy.manifest`. ``score_requests`` is the server's path: the same prompts,
-history truncation and scores as :func:`petrec.runs.score_examples`, without ``datasets``.
+:mod:`petrec.deploy.manifest`. ``score_requests`` is the fast offline path: the same prompts,
+history truncation, behaviour features / collaborative tokens (:mod:`petrec.deploy.inputs`) and
+scores as :func:`petrec.runs.score_examples`, without ``datasets``.
 """
 
 from __future__ import annotations
@@ -19,9 +20,12 @@ import pandas as pd
 import torch
 from torch import nn
 
+from petrec.deploy.inputs import read_inputs, row_inputs
 from petrec.deploy.manifest import (
+    COLLAB_WEIGHTS_FILE,
     HEAD_FILE,
     MANIFEST_FILE,
+    PRIOR_FILE,
     VARIANTS,
     WEIGHTS_FILE,
     ExportError,
@@ -46,19 +50,27 @@ __all__ = ["item_names", "load_export", "read_catalogue", "score_requests"]
 # ----------------------------------------------------------------------------- loading
 
 
+def _module_files(model: BehaviourModel) -> dict[str, str]:
+    """The model's modules a merged / quantized variant saves beside its backbone → their file."""
+    files = {"head": HEAD_FILE, "prior": PRIOR_FILE, "collab": COLLAB_WEIGHTS_FILE}
+    return {attr: file for attr, file in files.items() if getattr(model, attr, None) is not None}
+
+
 def _load_head(model: BehaviourModel, folder: Path) -> None:
+    """Load ``head.safetensors`` (and the prior / collaborative-token weights the model has)."""
     from safetensors.torch import load_file
 
-    path = folder / HEAD_FILE
-    if not path.is_file():
-        raise ExportError(f"{folder}: {HEAD_FILE} is missing")
-    check_safetensors(path, ExportError)
-    try:
-        model.head.load_state_dict(load_file(str(path)))
-    except RuntimeError as exc:
-        raise ExportError(
-            f"{path}: head weights do not fit the model config ({str(exc).splitlines()[0]})"
-        ) from None
+    for attr, file in _module_files(model).items():
+        path = folder / file
+        if not path.is_file():
+            raise ExportError(f"{folder}: {file} is missing")
+        check_safetensors(path, ExportError)
+        try:
+            getattr(model, attr).load_state_dict(load_file(str(path)))
+        except RuntimeError as exc:
+            raise ExportError(
+                f"{path}: {attr} weights do not fit the model config ({str(exc).splitlines()[0]})"
+            ) from None
 
 
 def _no_init_weights() -> Any:
@@ -137,7 +149,8 @@ def _check_variant_files(folder: Path, variant: str) -> None:
         index = folder / "model.safetensors.index.json"
         if index.exists():
             read_json_object(index, ExportError, "the safetensors shard index (a JSON object)")
-        weights = sorted(p for p in folder.glob("*.safetensors") if p.name != HEAD_FILE)
+        own = (HEAD_FILE, PRIOR_FILE, COLLAB_WEIGHTS_FILE)
+        weights = sorted(p for p in folder.glob("*.safetensors") if p.name not in own)
         if not weights:
             pickled = sorted(p.name for p in folder.glob("*.bin"))
             hint = f"; found {pickled}, which petrec never unpickles: re-export" if pickled else ""
@@ -146,7 +159,9 @@ def _check_variant_files(folder: Path, variant: str) -> None:
         weights = [folder / WEIGHTS_FILE]
     for path in weights:
         check_safetensors(path, ExportError)
-    check_safetensors(folder / HEAD_FILE, ExportError)
+    for name in (HEAD_FILE, PRIOR_FILE, COLLAB_WEIGHTS_FILE):
+        if name == HEAD_FILE or (folder / name).exists():  # the model says which it needs (_load_head)
+            check_safetensors(folder / name, ExportError)
 
 
 def _load_quantized_backbone(folder: Path, kind: str) -> nn.Module:
@@ -199,9 +214,12 @@ def load_export(
     Raises:
         ExportError: Unknown variant, a variant not in this export, a base model that differs
             from the one exported, or a missing / truncated / corrupt file of the variant (named;
-            a merged folder with only a ``.bin`` pickle is refused).
+            a merged folder with only a ``.bin`` pickle is refused), or a ``behaviour_stats.json``
+            / ``collab_tokens.json`` the config needs that the manifest does not list or that
+            does not read (named).
         AdapterLoadError: The same for the adapter variant's files.
-        ManifestError: The export folder is not valid.
+        ManifestError: The export folder is not valid (a listed input file missing or changed
+            since export included).
     """
     folder = Path(export_dir)
     if variant not in VARIANTS:
@@ -216,6 +234,7 @@ def load_export(
     sub = folder / present[variant]
     cfg = read_run_config(folder, data_dir)  # the run's config.yaml, copied into the export
     model_cfg = cfg.model
+    stats, collab = read_inputs(folder, model_cfg, ExportError, listed=manifest.inputs)
     if variant == "adapter":
         check_adapter_folder(sub)  # before the base model loads
         found = base_fingerprint(manifest.base_model)
@@ -225,7 +244,8 @@ def load_export(
                 f"{found}, expected {manifest.base_fingerprint} (another checkpoint?)"
             )
         backbone, is_decoder = load_base(model_cfg, folder / "config.yaml")
-        model = load_adapter_checked(BehaviourModel(backbone, model_cfg, is_decoder=is_decoder), sub)
+        model = load_adapter_checked(
+            BehaviourModel(backbone, model_cfg, is_decoder=is_decoder, collab=collab), sub)
         tokenizer = load_tokenizer(model_cfg)
     else:
         from safetensors import SafetensorError
@@ -242,7 +262,8 @@ def load_export(
                 drop_pooler(backbone)
             else:
                 backbone = _load_quantized_backbone(sub, variant)
-            model = BehaviourModel(backbone, model_cfg, is_decoder=is_decoder_config(backbone.config))
+            model = BehaviourModel(backbone, model_cfg, is_decoder=is_decoder_config(backbone.config),
+                                   collab=collab)
             _load_head(model, sub)
             tokenizer = load_tokenizer(dataclasses.replace(model_cfg, backbone=str(sub)))
         except (OSError, SafetensorError) as exc:
@@ -252,7 +273,7 @@ def load_export(
     model.eval()
     if device is not None:
         model.to(device)
-    return TrainedRun(folder, cfg.data, model_cfg, model, tokenizer, cfg.max_length)
+    return TrainedRun(folder, cfg.data, model_cfg, model, tokenizer, cfg.max_length, stats=stats, collab=collab)
 
 
 def read_catalogue(export_dir: str | os.PathLike[str]) -> pd.DataFrame:
@@ -282,7 +303,9 @@ def score_requests(
     """Score (history, candidate) rows in one forward pass, without ``datasets`` (a server's path).
 
     Same prompts, history truncation and scores as :func:`petrec.runs.score_examples` (which goes
-    through ``datasets.map`` and costs ~60 ms more per call on a 2-core CPU).
+    through ``datasets.map`` and costs ~60 ms more per call on a 2-core CPU). A behaviour-prior
+    model's features and a collaborative-token model's ID tokens are computed from the rows
+    (:func:`petrec.deploy.inputs.row_inputs`), as ``score_examples`` computes them from examples.
 
     Args:
         run: From :func:`load_export` (any variant) or :func:`petrec.runs.load_run`; ctr / rating.
@@ -294,8 +317,12 @@ def score_requests(
         Click probabilities (ctr) or predicted ratings, one per row.
 
     Raises:
-        ExportError: A next_item model, or a row without ``history_item_ids`` / ``item_id``.
+        ExportError: A next_item model, a row without ``history_item_ids`` / ``item_id``, or a
+            rating model with a behaviour prior and a row without ``history_ratings`` (its
+            features read them).
         DataValueError: An item id that is not in ``names``.
+        DataError: A history whose labels are not 0/1 or whose lists differ in length, for a
+            model whose features or ID tokens read them.
     """
     from petrec.data import tokenize_rows
 
@@ -321,7 +348,12 @@ def score_requests(
         list(r.get("history_ratings") or [float("nan")] * len(h))
         for r, h in zip(rows, hist, strict=True)
     ]
+    if task == "rating" and run.stats is not None and not all(r.get("history_ratings") is not None for r in rows):
+        raise ExportError("score_requests: a rating model with a behaviour prior needs history_ratings in "
+                          "every row (its features read the history's ratings)")
     tokens = tokenize_rows(batch, run.tokenizer, max_length=run.max_length, names=dict(names),
                            task=task, template=run.data.template)
     seqs = tokens["input_ids"]
-    return score_token_ids(run.model, task, seqs, run.tokenizer, batch_size=len(seqs)).cpu().numpy()
+    features, collab = row_inputs(run.stats, run.collab, batch)
+    return score_token_ids(run.model, task, seqs, run.tokenizer, batch_size=len(seqs), features=features,
+                           collab=collab).cpu().numpy()

@@ -1,10 +1,15 @@
 """The export manifest: the contract between ``petrec export`` and the model server.
 
 An export folder holds ``manifest.json``, ``config.yaml`` (the run's config), ``items.parquet``
-(the item catalogue the model was trained with) and one folder per variant: ``adapter/``
+(the item catalogue the model was trained with), the files the model computes its inputs from
+at request time (``inputs``: ``behaviour_stats.json`` for a behaviour-prior model,
+``collab_tokens.json`` for a collaborative-token model) and one folder per variant: ``adapter/``
 (:func:`petrec.save_adapter` output), optionally ``merged/`` and ``quantized-int8/`` or
 ``quantized-nf4/``. :func:`read_manifest` parses and validates ``manifest.json``;
-:func:`verify_export` also checks the variant folders and the catalogue hash.
+:func:`verify_export` also checks the variant folders and the hashes of the catalogue and inputs.
+
+Version 2 added ``inputs``; a version-1 manifest (no ``inputs`` key: an export of a model that
+needs none) is still read.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from petrec.files import check_safetensors
 
 __all__ = [
     "FORMAT",
+    "INPUTS",
     "MANIFEST_FILE",
     "QUANTIZED",
     "TASKS",
@@ -33,7 +39,9 @@ __all__ = [
 ]
 
 FORMAT = "petrec-export"
-VERSION = 1
+VERSION = 2
+#: Manifest versions this petrec reads (1: before ``inputs``).
+READ_VERSIONS = (1, 2)
 MANIFEST_FILE = "manifest.json"
 TASKS = ("ctr", "rating", "next_item")
 QUANTIZED = ("int8", "nf4")
@@ -42,7 +50,14 @@ VARIANTS = ("adapter", "merged", *QUANTIZED)
 CATALOGUE_FILE = "items.parquet"
 HEAD_FILE = "head.safetensors"
 WEIGHTS_FILE = "model.safetensors"
+#: Weights of a merged / quantized variant's behaviour prior head and collaborative-token module
+#: (``head.safetensors`` holds the language model's head; the adapter variant keeps all three in
+#: its own files).
+PRIOR_FILE = "prior.safetensors"
+COLLAB_WEIGHTS_FILE = "collab.safetensors"
 VARIANT_META = "petrec_variant.json"
+#: ``inputs`` entries: what each names, and the ``model`` config flag that needs it.
+INPUTS = {"behaviour_stats": "behaviour_prior", "collab_tokens": "collab_tokens"}
 _CHUNK = 1 << 20
 
 
@@ -140,8 +155,11 @@ class Manifest:
             "quantized": {"int8": "quantized-int8"} | {}}`` (folders relative to the export).
         petrec_version: ``petrec.__version__`` that exported.
         created_utc: ISO-8601 UTC time of the export.
+        inputs: The files the model's request-time inputs are computed from, by
+            :data:`INPUTS` name: ``{"behaviour_stats": {"file": "behaviour_stats.json",
+            "sha256": ...}, "collab_tokens": {...}}`` (``{}`` for a model that needs none).
         format: Always ``petrec-export``.
-        version: Always 1.
+        version: 2 (1: read from an export written before ``inputs``).
     """
 
     name: str
@@ -156,6 +174,7 @@ class Manifest:
     variants: dict[str, Any]
     petrec_version: str
     created_utc: str
+    inputs: dict[str, Any] = field(default_factory=dict)
     format: str = FORMAT
     version: int = VERSION
     _where: str = field(default=MANIFEST_FILE, compare=False, repr=False)
@@ -167,6 +186,8 @@ class Manifest:
         """The JSON object (``format`` and ``version`` first)."""
         data = asdict(self)
         data.pop("_where")
+        if self.version == 1:  # as it was read: version 1 had no inputs (validated empty)
+            data.pop("inputs")
         return {"format": data.pop("format"), "version": data.pop("version"), **data}
 
     def to_json(self) -> str:
@@ -194,12 +215,15 @@ class Manifest:
             raise ManifestError(
                 f"{where}: key 'format' is {data.get('format')!r}, expected {FORMAT!r}"
             )
-        if data.get("version") != VERSION:
+        version = data.get("version")
+        if isinstance(version, bool) or version not in READ_VERSIONS:
             raise ManifestError(
-                f"{where}: key 'version' is {data.get('version')!r}, expected {VERSION} "
-                "(exported by another petrec version?)"
+                f"{where}: key 'version' is {version!r}, expected {VERSION} (this petrec reads "
+                f"{', '.join(map(str, READ_VERSIONS))}; exported by another petrec version?)"
             )
         keys = [f for f in cls.__dataclass_fields__ if not f.startswith("_")]
+        if version == 1:
+            keys.remove("inputs")
         missing = [k for k in keys if k not in data]
         if missing:
             raise ManifestError(f"{where}: key {missing[0]!r} is missing (required keys: {keys})")
@@ -223,8 +247,8 @@ def _fail(where: str, key: str, expected: str, got: Any) -> ManifestError:
 def _validate(m: Manifest, where: str) -> None:
     if m.format != FORMAT:
         raise _fail(where, "format", repr(FORMAT), m.format)
-    if m.version != VERSION:
-        raise _fail(where, "version", str(VERSION), m.version)
+    if isinstance(m.version, bool) or m.version not in READ_VERSIONS:
+        raise _fail(where, "version", f"one of {list(READ_VERSIONS)}", m.version)
     for key in (
         "name",
         "base_model",
@@ -261,6 +285,7 @@ def _validate(m: Manifest, where: str) -> None:
     if not isinstance(m.metrics, dict):
         raise _fail(where, "metrics", "an object", m.metrics)
     _validate_variants(m, where)
+    _validate_inputs(m, where)
 
 
 def _inside_name(value: object) -> bool:
@@ -296,6 +321,24 @@ def _validate_variants(m: Manifest, where: str) -> None:
         raise _fail(where, "variants", "at least one variant folder", var)
 
 
+def _validate_inputs(m: Manifest, where: str) -> None:
+    inputs = m.inputs
+    if not isinstance(inputs, dict):
+        raise _fail(where, "inputs", f"an object mapping some of {list(INPUTS)} to files", inputs)
+    if m.version == 1 and inputs:
+        raise _fail(where, "inputs", "absent in a version 1 manifest (version 2 lists inputs)", inputs)
+    for key, entry in inputs.items():
+        if key not in INPUTS:
+            raise _fail(where, "inputs", f"an object with keys among {list(INPUTS)}", inputs)
+        if not isinstance(entry, dict) or set(entry) != {"file", "sha256"}:
+            raise _fail(where, f"inputs.{key}", "an object with keys file, sha256", entry)
+        if not _inside_name(entry["file"]):
+            raise _fail(where, f"inputs.{key}.file", "a file name inside the export (no '..', not absolute)",
+                        entry["file"])
+        if not isinstance(entry["sha256"], str) or len(entry["sha256"]) != 64:
+            raise _fail(where, f"inputs.{key}.sha256", "a 64-character hex sha256", entry["sha256"])
+
+
 def read_manifest(path: str | os.PathLike[str]) -> Manifest:
     """Read and validate ``manifest.json``.
 
@@ -319,11 +362,11 @@ def read_manifest(path: str | os.PathLike[str]) -> Manifest:
 
 
 def verify_export(export_dir: str | os.PathLike[str]) -> Manifest:
-    """Read the manifest, check every listed variant folder exists and re-hash the catalogue.
+    """Read the manifest, check every listed variant folder exists, re-hash the catalogue and inputs.
 
     Raises:
-        ManifestError: A manifest problem, a missing variant folder or catalogue file, or a
-            catalogue whose sha256 differs from the manifest's (expected vs found).
+        ManifestError: A manifest problem, a missing variant folder, catalogue or input file, or a
+            catalogue / input file whose sha256 differs from the manifest's (expected vs found).
     """
     folder = Path(export_dir)
     manifest = read_manifest(folder)
@@ -332,6 +375,7 @@ def verify_export(export_dir: str | os.PathLike[str]) -> Manifest:
     root = folder.resolve()
     entries = {f"variant {v!r}": sub for v, sub in manifest.variant_folders.items()}
     entries["catalogue.file"] = manifest.catalogue["file"]
+    entries.update({f"inputs.{k}.file": v["file"] for k, v in manifest.inputs.items()})
     for what, sub in entries.items():
         if not (folder / sub).resolve().is_relative_to(root):
             raise ManifestError(f"{where}: {what} {sub!r} resolves outside the export folder {folder}")
@@ -340,15 +384,15 @@ def verify_export(export_dir: str | os.PathLike[str]) -> Manifest:
             raise ManifestError(
                 f"{where}: variant {variant!r} lists folder {sub!r}, which is missing in {folder}"
             )
-    cat = folder / manifest.catalogue["file"]
-    if not cat.is_file():
-        raise ManifestError(
-            f"{where}: catalogue.file {manifest.catalogue['file']!r} is missing in {folder}"
-        )
-    found = file_sha256(cat)
-    if found != manifest.catalogue["sha256"]:
-        raise ManifestError(
-            f"{where}: catalogue.sha256 mismatch for {cat}: expected "
-            f"{manifest.catalogue['sha256']}, found {found} (the catalogue changed since export)"
-        )
+    files = {"catalogue": manifest.catalogue, **{f"inputs.{k}": v for k, v in manifest.inputs.items()}}
+    for key, entry in files.items():
+        path = folder / entry["file"]
+        if not path.is_file():
+            raise ManifestError(f"{where}: {key}.file {entry['file']!r} is missing in {folder}")
+        found = file_sha256(path)
+        if found != entry["sha256"]:
+            raise ManifestError(
+                f"{where}: {key}.sha256 mismatch for {path}: expected {entry['sha256']}, found "
+                f"{found} (the file changed since export)"
+            )
     return manifest

@@ -3,10 +3,13 @@
 A :class:`Job` is one request's rows in the column layout :mod:`petrec.data.tokenize` renders
 from (``history_item_ids``, ``history_labels``, ``history_ratings``, ``item_id``), so the
 prompt, the dropping of the oldest history items to fit ``max_length`` and the token ids are
-exactly those of training and of ``petrec predict``. Raw item texts get request-local ids.
-:func:`run_batch` tokenises each piece (a slice of a job's rows, see
-:mod:`petrec.serve.batching`) on its own (a bad piece fails alone), then runs the rows through
-the model in chunks of ``max_rows``. :func:`check_cost` is the per-request admission bound.
+exactly those of training and of ``petrec predict``. Raw item texts get request-local ids (an
+ID model and the behaviour statistics know none of them: they read as items never seen in
+training). :func:`run_batch` tokenises each piece (a slice of a job's rows, see
+:mod:`petrec.serve.batching`) on its own and computes its rows' behaviour features /
+collaborative tokens where the model reads them (:mod:`petrec.deploy.inputs`; a bad piece fails
+alone), then runs the rows through the model in chunks of ``max_rows``. :func:`check_cost` is the
+per-request admission bound.
 """
 
 from __future__ import annotations
@@ -15,10 +18,12 @@ from collections import ChainMap
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 
 from petrec.collate import pad_sequences
 from petrec.data.errors import DataError
+from petrec.deploy.inputs import row_inputs
 from petrec.runs import score_token_ids
 from petrec.serve.batching import Piece
 from petrec.serve.registry import LoadedAdapter
@@ -116,11 +121,30 @@ def tokenize_job(adapter: LoadedAdapter, job: Job, start: int = 0, stop: int | N
     return out["input_ids"]
 
 
+def job_inputs(adapter: LoadedAdapter, job: Job, start: int = 0,
+               stop: int | None = None) -> tuple[np.ndarray | None, dict[str, list] | None]:
+    """Behaviour features / collaborative-token columns of rows ``start:stop`` (None where the
+    model reads none), computed from those rows as :func:`petrec.runs.score_examples` does.
+
+    Raises:
+        BadInputError: A history the features or ID tokens cannot read.
+    """
+    if adapter.stats is None and adapter.collab is None:
+        return None, None
+    columns = {k: v[start:stop] for k, v in job.columns.items()}
+    try:
+        return row_inputs(adapter.stats, adapter.collab, columns)
+    except DataError as exc:
+        raise BadInputError(str(exc).replace(RAW_PREFIX, "text#")) from None
+
+
 @torch.inference_mode()
-def _forward(adapter: LoadedAdapter, seqs: list[list[int]], max_rows: int) -> torch.Tensor:
+def _forward(adapter: LoadedAdapter, seqs: list[list[int]], max_rows: int, *,
+             features: np.ndarray | None = None, collab: dict[str, list] | None = None) -> torch.Tensor:
     tok = adapter.tokenizer
     if adapter.task != "next_item":
-        return score_token_ids(adapter.model, adapter.task, seqs, tok, batch_size=max_rows)
+        return score_token_ids(adapter.model, adapter.task, seqs, tok, batch_size=max_rows, features=features,
+                               collab=collab)
     out = []
     for start in range(0, len(seqs), max_rows):
         chunk = seqs[start:start + max_rows]
@@ -146,16 +170,24 @@ def run_batch(adapter: LoadedAdapter, pieces: list[Piece], max_rows: int) -> lis
     results: list[Any] = [None] * len(pieces)
     seqs: list[list[int]] = []
     spans: list[tuple[int, int, int]] = []
+    features: list[np.ndarray] = []
+    collab: dict[str, list] = {}
     for j, piece in enumerate(pieces):
         try:
             ids = tokenize_job(adapter, piece.job, piece.start, piece.stop)
+            feats, tokens = job_inputs(adapter, piece.job, piece.start, piece.stop)
         except BadInputError as exc:
             results[j] = exc
             continue
         spans.append((j, len(seqs), len(ids)))
         seqs.extend(ids)
+        if feats is not None:
+            features.append(feats)
+        for name, values in (tokens or {}).items():
+            collab.setdefault(name, []).extend(values)
     if seqs:
-        out = _forward(adapter, seqs, max_rows)
+        out = _forward(adapter, seqs, max_rows, features=np.concatenate(features) if features else None,
+                       collab=collab or None)
         with torch.inference_mode():
             for j, start, n in spans:
                 part = out[start:start + n]

@@ -163,6 +163,10 @@ class LoadedAdapter:
     shares_base: bool
     own_bytes: int
     shared_bytes: int
+    stats: Any = None
+    """The behaviour statistics of a behaviour-prior model (``behaviour_stats.json``), else None."""
+    collab: Any = None
+    """The collaborative-token spec of a model with ``collab_tokens`` (``collab_tokens.json``), else None."""
     loaded_at: float = field(default_factory=time.time)
     batcher: Any = None
 
@@ -264,6 +268,24 @@ def _check_json_object(path: Path, label: str) -> None:
         raise AdapterRefusedError(f"{label}: holds a JSON {type(data).__name__}; expected a JSON object")
 
 
+def _read_inputs(root: Path, folder: Path, manifest: Any, model_cfg: Any, name: str) -> tuple[Any, Any]:
+    """The behaviour stats / collaborative-token spec the config needs (:mod:`petrec.deploy.inputs`).
+
+    Raises:
+        AdapterRefusedError: A needed file outside the adapters directory, not in the manifest's
+            ``inputs``, or unreadable (the message names it).
+    """
+    from petrec.deploy.inputs import needed_files, read_inputs
+    from petrec.deploy.manifest import ExportError
+
+    for file in needed_files(model_cfg).values():
+        check_inside(root, folder / file, name)
+    try:
+        return read_inputs(folder, model_cfg, ExportError, listed=manifest.inputs)
+    except ExportError as exc:
+        raise AdapterRefusedError(f"adapter {name!r} refused: {_reason(exc)}") from None
+
+
 def _read_catalogue(path: Path, manifest: Any, name: str) -> Any:
     """The export's catalogue as a DataFrame, checked (columns, row count); errors name the file."""
     import pandas as pd
@@ -355,6 +377,7 @@ def _build(base: Base, root: Path, folder: Path, name: str) -> LoadedAdapter:
         check_inside(root, path, name)
     rel_dir = f"{name}/{manifest.variants['adapter']}"
     model_cfg, item_max_length = _read_config(folder, name)
+    stats, collab = _read_inputs(root, folder, manifest, model_cfg, name)
     for path in sorted(adapter_dir.glob("*.safetensors")):
         check_safetensors(path, f"adapter {name!r} refused: {rel_dir}/{path.name}")
     for path in sorted(adapter_dir.glob("*.json")):
@@ -363,7 +386,7 @@ def _build(base: Base, root: Path, folder: Path, name: str) -> LoadedAdapter:
         meta = read_meta(adapter_dir)
         # A method that writes base tensors in place, or a quantized base, gets its own copy.
         share = not get_method(meta["method"]).writes_base and not meta.get("quantize")
-        model = BehaviourModel(base.tree(share), model_cfg, is_decoder=base.is_decoder)
+        model = BehaviourModel(base.tree(share), model_cfg, is_decoder=base.is_decoder, collab=collab)
         model = petrec.load_adapter(model, adapter_dir).eval()
     except UnicodeDecodeError:
         raise AdapterRefusedError(f"adapter {name!r} refused: {rel_dir}/: a JSON file is not UTF-8 text") from None
@@ -399,7 +422,7 @@ def _build(base: Base, root: Path, folder: Path, name: str) -> LoadedAdapter:
         name=name, folder=folder, manifest=manifest, model=model, tokenizer=tokenizer, task=manifest.task,
         template=manifest.template, max_length=manifest.max_length, item_ids=ids, names=names,
         index={i: n for n, i in enumerate(ids)}, item_embeddings=embeddings, shares_base=share, own_bytes=own,
-        shared_bytes=sum(b for p, b in mine.items() if p in base_ptrs),
+        shared_bytes=sum(b for p, b in mine.items() if p in base_ptrs), stats=stats, collab=collab,
     )
 
 

@@ -25,8 +25,8 @@ FAST = [
 ]
 
 
-def train_run(finetune: ModuleType, tiny_bert: Path, out: Path, method: str) -> Path:  # noqa: F811
-    """Train ``method`` on the tiny BERT for 3 steps (synthetic data) into ``out``."""
+def train_run(finetune: ModuleType, tiny_bert: Path, out: Path, method: str, *extra: str) -> Path:  # noqa: F811
+    """Train ``method`` on the tiny BERT for 3 steps (synthetic data) into ``out`` (``extra``: more flags)."""
     finetune.main(
         [
             "--model.backbone",
@@ -36,6 +36,7 @@ def train_run(finetune: ModuleType, tiny_bert: Path, out: Path, method: str) -> 
             "--train.output_dir",
             str(out),
             *FAST,
+            *extra,
         ]
     )
     return out
@@ -49,3 +50,25 @@ def lora_run(
 ) -> Path:
     """A LoRA ctr run folder (config.yaml, adapter/, metrics.json), shared by the deploy tests."""
     return train_run(finetune, tiny_bert, tmp_path_factory.mktemp("lora") / "run", "lora")
+
+
+@pytest.fixture(scope="session")
+def prior_run(
+    finetune: ModuleType,  # noqa: F811
+    tiny_bert: Path,  # noqa: F811
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Path:
+    """A LoRA ctr run with a behaviour prior (``behaviour_stats.json`` beside ``adapter/``)."""
+    out = tmp_path_factory.mktemp("prior") / "run"
+    return train_run(finetune, tiny_bert, out, "lora", "--model.behaviour_prior", "true")
+
+
+@pytest.fixture(scope="session")
+def collab_run(
+    finetune: ModuleType,  # noqa: F811
+    tiny_bert: Path,  # noqa: F811
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Path:
+    """A LoRA ctr run with collaborative tokens (``collab_tokens.json`` beside ``adapter/``)."""
+    out = tmp_path_factory.mktemp("collab") / "run"
+    return train_run(finetune, tiny_bert, out, "lora", "--model.collab_tokens", "true")

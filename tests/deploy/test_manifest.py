@@ -81,17 +81,56 @@ def test_missing_key(tmp_path: Path, key: str) -> None:
 
 def test_wrong_version_and_format(tmp_path: Path) -> None:
     folder, _ = _export(tmp_path)
-    _rewrite(folder, lambda d: d.update(version=2))
-    with pytest.raises(ManifestError, match=r"manifest\.json: key 'version' is 2, expected 1"):
+    _rewrite(folder, lambda d: d.update(version=3))
+    with pytest.raises(ManifestError, match=r"manifest\.json: key 'version' is 3, expected 2 \(this petrec reads 1, 2"):
         read_manifest(folder)
-    _rewrite(folder, lambda d: d.update(version=1, format="other"))
+    _rewrite(folder, lambda d: d.update(version=2, format="other"))
     with pytest.raises(ManifestError, match="key 'format'"):
         read_manifest(folder)
+
+
+def test_a_version_1_manifest_without_inputs_is_still_read(tmp_path: Path) -> None:
+    folder, manifest = _export(tmp_path)
+    assert manifest.version == 2 and json.loads(manifest.to_json())["inputs"] == {}
+    _rewrite(folder, lambda d: (d.update(version=1), d.pop("inputs")))
+    old = verify_export(folder)
+    assert old.version == 1 and old.inputs == {}
+    assert "inputs" not in old.to_dict() and Manifest.from_json(old.to_json()) == old
+    _rewrite(folder, lambda d: d.update(inputs={}))  # version 1 had no such key
+    with pytest.raises(ManifestError, match="unknown key 'inputs'"):
+        read_manifest(folder)
+    _rewrite(folder, lambda d: (d.pop("inputs"), d.update(version=2)))  # version 2 needs it
+    with pytest.raises(ManifestError, match="key 'inputs' is missing"):
+        read_manifest(folder)
+
+
+def test_inputs_are_listed_hashed_and_verified(tmp_path: Path) -> None:
+    folder = tmp_path / "exp"
+    folder.mkdir()
+    (folder / "behaviour_stats.json").write_text('{"format": "petrec-behaviour-stats"}')
+    entry = {"file": "behaviour_stats.json", "sha256": file_sha256(folder / "behaviour_stats.json")}
+    folder, manifest = _export(tmp_path, inputs={"behaviour_stats": entry})
+    assert read_manifest(folder).inputs == {"behaviour_stats": entry}
+    assert verify_export(folder) == manifest
+    (folder / "behaviour_stats.json").write_text("{}")
+    with pytest.raises(ManifestError, match=r"inputs\.behaviour_stats\.sha256 mismatch for .*behaviour_stats\.json: "
+                                            f"expected {entry['sha256']}, found"):
+        verify_export(folder)
+    (folder / "behaviour_stats.json").unlink()
+    with pytest.raises(ManifestError, match=r"inputs\.behaviour_stats\.file 'behaviour_stats\.json' is missing"):
+        verify_export(folder)
 
 
 @pytest.mark.parametrize(
     ("edit", "match"),
     [
+        (lambda d: d.update(inputs=[]), "key 'inputs' is"),
+        (lambda d: d.update(inputs={"weights": {"file": "w.json", "sha256": "f" * 64}}), "key 'inputs' is"),
+        (lambda d: d.update(inputs={"collab_tokens": {"file": "c.json"}}), "key 'inputs.collab_tokens' is"),
+        (lambda d: d.update(inputs={"collab_tokens": {"file": "c.json", "sha256": "x"}}),
+         "key 'inputs.collab_tokens.sha256'"),
+        (lambda d: d.update(version=1, inputs={"collab_tokens": {"file": "c.json", "sha256": "f" * 64}}),
+         "unknown key 'inputs'"),
         (lambda d: d.update(task="ranking"), "key 'task' is 'ranking'; expected one of"),
         (lambda d: d.update(method="magic"), "key 'method'"),
         (lambda d: d.update(max_length=0), "key 'max_length'"),
@@ -155,6 +194,8 @@ def test_base_fingerprint(tiny_bert: Path, tmp_path: Path) -> None:
     ("variants.adapter", "../other-export/adapter"),
     ("variants.merged", "/abs/merged"),
     ("variants.quantized", {"int8": "../q"}),
+    ("inputs.behaviour_stats", {"file": "../behaviour_stats.json", "sha256": "f" * 64}),
+    ("inputs.collab_tokens", {"file": "/etc/collab_tokens.json", "sha256": "f" * 64}),
 ])
 def test_paths_that_leave_the_export_are_refused(tmp_path: Path, key: str, value: object) -> None:
     folder, _ = _export(tmp_path)

@@ -51,18 +51,17 @@ def test_prior_stats_from_train_counts_only_the_sampled_examples(finetune: Modul
     assert finetune.fit_behaviour_stats(cfg, data.splits["train"]).fitted_on == 50
 
 
-def test_export_refuses_a_prior_run_until_serving_computes_features(
-    finetune: ModuleType, tiny_bert: Path, tmp_path: Path
-) -> None:
-    from petrec.deploy.export import ExportError, export_run
+def test_a_prior_run_exports_with_its_stats(finetune: ModuleType, tiny_bert: Path, tmp_path: Path) -> None:
+    """Once refused; now exported with behaviour_stats.json (scores: tests/deploy/test_export_inputs.py)."""
+    from petrec.deploy.export import export_run, load_export
 
     out = tmp_path / "run"
     finetune.main(["--model.backbone", str(tiny_bert), "--train.output_dir", str(out), "--train.max_steps", "1",
                    "--train.epochs", "1", "--data.max_train_examples", "32", "--model.behaviour_prior", "true",
                    "--evaluate_test", "false", *FAST])
-    with pytest.raises(ExportError, match="behaviour_prior cannot be exported yet"):
-        export_run(out, tmp_path / "export")
-    assert not (tmp_path / "export").exists()
+    manifest = export_run(out, tmp_path / "export", notice=None)
+    assert manifest.inputs["behaviour_stats"]["file"] == STATS_FILE
+    assert load_export(tmp_path / "export").stats.to_json() == BehaviourStats.load(out).to_json()
 
 
 def test_a_prior_model_starts_as_the_prior_alone(tiny_bert: Path) -> None:

@@ -84,13 +84,14 @@ def test_config_refuses_what_collab_tokens_cannot_do() -> None:
         ModelConfig(collab_tokens=True, collab_dim=0)
 
 
-def test_export_refuses_a_collab_run(finetune: ModuleType, tiny_bert: Path, tmp_path: Path) -> None:
-    from petrec.deploy.export import ExportError, export_run
+def test_a_collab_run_exports_with_its_spec(finetune: ModuleType, tiny_bert: Path, tmp_path: Path) -> None:
+    """Once refused; now exported with collab_tokens.json (scores: tests/deploy/test_export_inputs.py)."""
+    from petrec.deploy.export import export_run, load_export
 
     out = tmp_path / "run"
     # bf16: the ID model's Accelerator must take the recipe's precision (one Accelerate state per process)
     _run(finetune, tiny_bert, out, "--train.max_steps", "1", "--evaluate_test", "false",
          "--train.mixed_precision", "bf16")
-    with pytest.raises(ExportError, match="collab_tokens cannot be exported yet"):
-        export_run(out, tmp_path / "export")
-    assert (out / COLLAB_FILE).is_file()
+    manifest = export_run(out, tmp_path / "export", notice=None)
+    assert manifest.inputs["collab_tokens"]["file"] == COLLAB_FILE
+    assert load_export(tmp_path / "export").collab == CollabSpec.load(out)

@@ -88,9 +88,9 @@ class _SlowForward:
         self.real, self.delay = real, delay
         self.calls: list[tuple[str, int, float]] = []
 
-    def __call__(self, adapter: object, seqs: list, max_rows: int) -> object:
+    def __call__(self, adapter: object, seqs: list, max_rows: int, **inputs: object) -> object:
         time.sleep(self.delay)
-        out = self.real(adapter, seqs, max_rows)  # type: ignore[operator]
+        out = self.real(adapter, seqs, max_rows, **inputs)  # type: ignore[operator]
         self.calls.append((adapter.name, len(seqs), time.perf_counter()))  # type: ignore[attr-defined]
         return out
 
