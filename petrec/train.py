@@ -164,8 +164,8 @@ def make_accelerator(cfg: TrainConfig, *, cpu: bool = False) -> Accelerator:
         cpu: Stay on the CPU (small in-process models, e.g. the ID baselines), unless this
             process already runs Accelerate on an accelerator device, which Accelerate's shared
             state does not let a second Accelerator leave.
-
-    A second Accelerator in a process takes the first one's mixed precision (the same shared state).
+            With ``cpu`` and an Accelerator already in this process, the new one takes that one's
+            mixed precision (Accelerate's shared state allows no other).
     """
     trackers = [t for t in cfg.trackers if _tracker_available(t)]
     kwargs: dict[str, Any] = {
@@ -175,11 +175,12 @@ def make_accelerator(cfg: TrainConfig, *, cpu: bool = False) -> Accelerator:
         "project_config": ProjectConfiguration(project_dir=cfg.output_dir, logging_dir=cfg.output_dir),
         "dataloader_config": DataLoaderConfiguration(use_seedable_sampler=True),
     }
-    if AcceleratorState._shared_state:
-        # Accelerate keeps one state per process: a second Accelerator (the ID model of collaborative
-        # tokens, fitted inside the recipe) must take the first one's precision or it refuses to start.
-        kwargs["mixed_precision"] = AcceleratorState().mixed_precision
     if cpu:
+        if AcceleratorState._shared_state:
+            # Accelerate keeps one state per process: an in-process helper model (the ID model of
+            # collaborative tokens, fitted inside the recipe) must take the recipe's precision or it
+            # refuses to start. A recipe's own Accelerator keeps its configured precision.
+            kwargs["mixed_precision"] = AcceleratorState().mixed_precision
         try:
             return Accelerator(cpu=True, **kwargs)
         except ValueError:  # this process already runs Accelerate on an accelerator device

@@ -89,9 +89,19 @@ def test_a_collab_run_exports_with_its_spec(finetune: ModuleType, tiny_bert: Pat
     from petrec.deploy.export import export_run, load_export
 
     out = tmp_path / "run"
-    # bf16: the ID model's Accelerator must take the recipe's precision (one Accelerate state per process)
-    _run(finetune, tiny_bert, out, "--train.max_steps", "1", "--evaluate_test", "false",
-         "--train.mixed_precision", "bf16")
+    # bf16: the ID model's Accelerator must take the recipe's precision (one Accelerate state per
+    # process). The state is reset around the run: a recipe's Accelerator keeps its own precision,
+    # so other tests' 'no' must not meet this one's bf16 in the shared state.
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+    try:
+        _run(finetune, tiny_bert, out, "--train.max_steps", "1", "--evaluate_test", "false",
+             "--train.mixed_precision", "bf16")
+    finally:
+        AcceleratorState._reset_state(True)
+        GradientState._reset_state()
     manifest = export_run(out, tmp_path / "export", notice=None)
     assert manifest.inputs["collab_tokens"]["file"] == COLLAB_FILE
     assert load_export(tmp_path / "export").collab == CollabSpec.load(out)
