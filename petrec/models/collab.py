@@ -73,8 +73,11 @@ class CollabSpec:
     id_metrics: dict[str, float] = field(default_factory=dict)
 
     def vocab(self) -> ItemVocab:
-        """Item id → ID token."""
-        return ItemVocab(self.items)
+        """Item id → ID token (built once per spec: a server calls :meth:`columns` on every batch)."""
+        cached = self.__dict__.get("_vocab")
+        if cached is None or cached.items != [str(i) for i in self.items]:
+            cached = self.__dict__["_vocab"] = ItemVocab(self.items)
+        return cached
 
     @property
     def n_tokens(self) -> int:
