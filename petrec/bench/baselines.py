@@ -176,8 +176,7 @@ def _prior_features(splits: Any, block: Any) -> dict[str, Any]:
 def _collab_id(splits: Any, data_cfg: Any, prepare: Callable[[Any], Any]) -> dict[str, Any]:
     """The ``collab-id`` row: the recipe's collaborative-token ID model (defaults, heldout fit), scored alone."""
     from petrec.data.errors import DataError
-    from petrec.metrics import compute_ctr
-    from petrec.recipes.collab import fit_id_model, heldout_rows, id_model_scores
+    from petrec.recipes.collab import fit_id_model, heldout_rows, id_model_metrics
 
     block = _prepared(dataclasses.replace(data_cfg, few_shot_k=None, max_train_examples=None), prepare)["train"]
     try:
@@ -186,8 +185,7 @@ def _collab_id(splits: Any, data_cfg: Any, prepare: Callable[[Any], Any]) -> dic
                                    seed=int(data_cfg.seed), fit="heldout")
     except DataError as exc:
         raise BaselineError(f"collab-id: {exc}") from None
-    out: dict[str, Any] = {split: compute_ctr(*id_model_scores(model, spec, splits[split]), from_logits=True)
-                           for split in ("valid", "test")}
+    out: dict[str, Any] = id_model_metrics(model, spec, splits)
     out["valid_best"] = {"metric": "auc", "value": out["valid"].get("auc"), "step": 0}
     out.update(trainable_params=sum(p.numel() for p in model.parameters()), total_params=None,
                trainable_percent=None, steps=0, labels=[f"baseline: {BASELINE_DESCRIPTIONS['collab-id']}"],

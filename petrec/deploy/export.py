@@ -68,15 +68,13 @@ from petrec.deploy.inputs import needed_files
 from petrec.deploy.load import (  # re-exported: export.py was one module before
     item_names,
     load_export,
+    module_files,
     read_catalogue,
     score_requests,
 )
 from petrec.deploy.manifest import (
     CATALOGUE_FILE,
-    COLLAB_WEIGHTS_FILE,
-    HEAD_FILE,
     MANIFEST_FILE,
-    PRIOR_FILE,
     QUANTIZED,
     VARIANT_META,
     VARIANTS,
@@ -157,10 +155,8 @@ def _save_head(model: BehaviourModel, folder: Path) -> None:
     """``head.safetensors``, and the prior head's / collaborative-token module's weights if any."""
     from safetensors.torch import save_file
 
-    for attr, file in (("head", HEAD_FILE), ("prior", PRIOR_FILE), ("collab", COLLAB_WEIGHTS_FILE)):
-        module = getattr(model, attr, None)
-        if module is None:
-            continue
+    for attr, file in module_files(model).items():
+        module = getattr(model, attr)
         tensors = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
         save_file(tensors, str(folder / file), metadata={"format": "pt"})
 

@@ -22,10 +22,9 @@ from torch import nn
 
 from petrec.deploy.inputs import read_inputs, row_inputs
 from petrec.deploy.manifest import (
-    COLLAB_WEIGHTS_FILE,
     HEAD_FILE,
     MANIFEST_FILE,
-    PRIOR_FILE,
+    MODULE_FILES,
     VARIANTS,
     WEIGHTS_FILE,
     ExportError,
@@ -44,23 +43,22 @@ from petrec.runs import (
     score_token_ids,
 )
 
-__all__ = ["item_names", "load_export", "read_catalogue", "score_requests"]
+__all__ = ["item_names", "load_export", "module_files", "read_catalogue", "score_requests"]
 
 
 # ----------------------------------------------------------------------------- loading
 
 
-def _module_files(model: BehaviourModel) -> dict[str, str]:
+def module_files(model: BehaviourModel) -> dict[str, str]:
     """The model's modules a merged / quantized variant saves beside its backbone → their file."""
-    files = {"head": HEAD_FILE, "prior": PRIOR_FILE, "collab": COLLAB_WEIGHTS_FILE}
-    return {attr: file for attr, file in files.items() if getattr(model, attr, None) is not None}
+    return {attr: file for attr, file in MODULE_FILES.items() if getattr(model, attr, None) is not None}
 
 
 def _load_head(model: BehaviourModel, folder: Path) -> None:
     """Load ``head.safetensors`` (and the prior / collaborative-token weights the model has)."""
     from safetensors.torch import load_file
 
-    for attr, file in _module_files(model).items():
+    for attr, file in module_files(model).items():
         path = folder / file
         if not path.is_file():
             raise ExportError(f"{folder}: {file} is missing")
@@ -149,7 +147,7 @@ def _check_variant_files(folder: Path, variant: str) -> None:
         index = folder / "model.safetensors.index.json"
         if index.exists():
             read_json_object(index, ExportError, "the safetensors shard index (a JSON object)")
-        own = (HEAD_FILE, PRIOR_FILE, COLLAB_WEIGHTS_FILE)
+        own = set(MODULE_FILES.values())
         weights = sorted(p for p in folder.glob("*.safetensors") if p.name not in own)
         if not weights:
             pickled = sorted(p.name for p in folder.glob("*.bin"))
@@ -159,7 +157,7 @@ def _check_variant_files(folder: Path, variant: str) -> None:
         weights = [folder / WEIGHTS_FILE]
     for path in weights:
         check_safetensors(path, ExportError)
-    for name in (HEAD_FILE, PRIOR_FILE, COLLAB_WEIGHTS_FILE):
+    for name in MODULE_FILES.values():
         if name == HEAD_FILE or (folder / name).exists():  # the model says which it needs (_load_head)
             check_safetensors(folder / name, ExportError)
 

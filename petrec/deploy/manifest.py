@@ -27,6 +27,7 @@ __all__ = [
     "FORMAT",
     "INPUTS",
     "MANIFEST_FILE",
+    "MODULE_FILES",
     "QUANTIZED",
     "TASKS",
     "VERSION",
@@ -55,6 +56,9 @@ WEIGHTS_FILE = "model.safetensors"
 #: its own files).
 PRIOR_FILE = "prior.safetensors"
 COLLAB_WEIGHTS_FILE = "collab.safetensors"
+#: Behaviour-model attribute → the file a merged / quantized variant saves its weights in (``head``
+#: always; ``prior`` / ``collab`` where the model has them).
+MODULE_FILES = {"head": HEAD_FILE, "prior": PRIOR_FILE, "collab": COLLAB_WEIGHTS_FILE}
 VARIANT_META = "petrec_variant.json"
 #: ``inputs`` entries: what each names, and the ``model`` config flag that needs it.
 INPUTS = {"behaviour_stats": "behaviour_prior", "collab_tokens": "collab_tokens"}

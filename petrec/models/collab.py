@@ -27,6 +27,7 @@ saved with the adapter (the ``collab`` module is a head of :func:`petrec.attach`
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -72,12 +73,11 @@ class CollabSpec:
     fitted_on: int = 0
     id_metrics: dict[str, float] = field(default_factory=dict)
 
+    @functools.cached_property
     def vocab(self) -> ItemVocab:
-        """Item id → ID token (built once per spec: a server calls :meth:`columns` on every batch)."""
-        cached = self.__dict__.get("_vocab")
-        if cached is None or cached.items != [str(i) for i in self.items]:
-            cached = self.__dict__["_vocab"] = ItemVocab(self.items)
-        return cached
+        """Item id → ID token, built once per spec (a server calls :meth:`columns` on every batch;
+        ``items`` is not changed after the spec is made)."""
+        return ItemVocab(self.items)
 
     @property
     def n_tokens(self) -> int:
@@ -110,7 +110,7 @@ class CollabSpec:
                             f"{sorted(names)}")
         try:
             out = encode_inputs(examples["history_item_ids"], examples["history_labels"], examples["item_id"],
-                                self.vocab(), self.history_len)
+                                self.vocab, self.history_len)
         except ValueError as exc:
             raise DataError(f"collaborative tokens: {exc}") from None
         return {name: out[key].tolist()

@@ -28,7 +28,7 @@ from petrec.data.errors import DataError
 from petrec.models.collab import CollabSpec
 from petrec.models.sequential.ctr import SequenceCTR
 
-__all__ = ["MIN_FIT_EXAMPLES", "fit_id_model", "heldout_rows", "id_model_scores"]
+__all__ = ["MIN_FIT_EXAMPLES", "fit_id_model", "heldout_rows", "id_model_metrics", "id_model_scores"]
 
 #: Fewest examples an ID model is fitted on (a tenth of them decides early stopping).
 MIN_FIT_EXAMPLES = 100
@@ -102,11 +102,10 @@ def fit_id_model(examples: Any, *, encoder: str, hidden: int, history_len: int, 
     model, result, _, _ = train_id_ctr(tensors, vocab.n_tokens, model_cfg, cfg, seed)
     model.cpu().eval()  # inside a GPU recipe the shared Accelerate state trained it on the device
     best = next((h for h in result.valid_history if h["step"] == result.best_step), {})
-    metrics = {k: float(v) for k, v in best.items() if k in ("auc", "log_loss", "accuracy")}
+    metrics = {k: float(v) for k, v in best.items() if k in ("auc", "logloss", "accuracy")}
     spec = CollabSpec(items=vocab.items, encoder=encoder, hidden=hidden, history_len=history_len, fit=fit,
                       fitted_on=n, id_metrics=metrics)
     return model, spec
-
 
 
 def id_model_scores(model: SequenceCTR, spec: CollabSpec, examples: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -116,7 +115,15 @@ def id_model_scores(model: SequenceCTR, spec: CollabSpec, examples: Any) -> tupl
 
     from petrec.models.sequential.ctr import encode_examples
 
-    tensors = encode_examples(examples, spec.vocab(), spec.history_len)
+    tensors = encode_examples(examples, spec.vocab, spec.history_len)
     with torch.no_grad():
         logits = model.eval()(**tensors).logits
     return tensors["labels"].numpy().astype(np.int64), logits.float().numpy()
+
+
+def id_model_metrics(model: SequenceCTR, spec: CollabSpec, splits: Any,
+                     names: tuple[str, ...] = ("valid", "test")) -> dict[str, dict[str, float]]:
+    """The ID model's own ctr metrics on labelled splits (the recipe's reference, the ``collab-id`` baseline)."""
+    from petrec.metrics import compute_ctr
+
+    return {name: compute_ctr(*id_model_scores(model, spec, splits[name]), from_logits=True) for name in names}

@@ -51,12 +51,11 @@ from petrec.methods.io import (
     load_adapter_weights,
     read_meta,
 )
-from petrec.metrics import compute_ctr
 from petrec.models import BehaviourModel, ModelConfig, PetrecModelError, build_model, load_tokenizer
 from petrec.models.collab import COLLAB_COLUMNS, CollabSpec
 from petrec.models.sequential.ctr import SequenceCTR
 from petrec.paths import resolve_model
-from petrec.recipes.collab import MIN_FIT_EXAMPLES, fit_id_model, heldout_rows, id_model_scores
+from petrec.recipes.collab import MIN_FIT_EXAMPLES, fit_id_model, heldout_rows, id_model_metrics
 from petrec.train import TrainConfig, make_accelerator, train
 
 
@@ -298,8 +297,7 @@ def main(argv: list[str] | None = None) -> dict:
             if accelerator.is_main_process:
                 collab.save(out)
             # The ID model alone, as a reference beside the run (labels read for this number only).
-            id_alone = {name: compute_ctr(*id_model_scores(id_model, collab, data.splits[name]), from_logits=True)
-                        for name in ("valid", "test")}
+            id_alone = id_model_metrics(id_model, collab, data.splits)
         splits = annotate_splits(splits, data, cfg.data, cfg.debias, train_weights=cfg.train.ips_weighting)
     accelerator.print(f"data: {', '.join(f'{k}={len(v)}' for k, v in splits.items())}")
 

@@ -43,7 +43,8 @@ def test_a_collab_run_writes_its_spec_and_reloads_to_the_same_scores(
     auc = roc_auc_score(np.asarray(data.splits["test"]["label"]), scores)
     # Not to 1e-6 as the prior's test: after 3 steps this tiny model's scores spread by ~3e-4, so
     # float32 sigmoid ties (score_examples returns probabilities, the recipe ranks logits) move the
-    # AUC by ~2e-5; a reload that lost the tokens or the ID model lands ~0.02 away.
+    # AUC by ~2e-5 (measured on this fixture), while the scores of a reload without the ID model's
+    # weights or the projector would come from other tokens altogether.
     assert auc == pytest.approx(metrics["test"]["auc"], abs=2e-4)
 
 
