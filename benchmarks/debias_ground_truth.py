@@ -28,8 +28,9 @@ from typing import Any
 
 import numpy as np
 
-from petrec.bench.system import git_state, machine, write_json_atomic, write_text_atomic
+from petrec.bench.system import git_state, machine
 from petrec.data.synthetic import exposure_world
+from petrec.files import write_json_atomic, write_text_atomic
 from petrec.metrics import debias as D
 from petrec.metrics import ranking_per_user, roc_auc
 
@@ -89,6 +90,8 @@ def report(rows: list[dict[str, Any]]) -> str:
         err = {k: np.mean([abs(r[k] - r["truth"]) for r in part]) for k in ("logged", "ips", "snips")}
         lines.append(f"| {scorer} | {metric} | {np.mean([r['truth'] for r in part]):.4f} | {err['logged']:.4f} | "
                      f"{err['ips']:.4f} | {err['snips']:.4f} |")
+    lines += ["", "Whether IPS-weighted *training* helps on the same world: IPS_TRAINING.md "
+              "(benchmarks/debias_training.py)."]
     return "\n".join(lines) + "\n"
 
 

@@ -31,3 +31,9 @@ def check_readme() -> ModuleType:
 def explain_examples() -> ModuleType:
     """benchmarks/explain_examples.py imported as a module."""
     return _script("explain_examples")
+
+
+@pytest.fixture(scope="session")
+def debias_training() -> ModuleType:
+    """benchmarks/debias_training.py imported as a module."""
+    return _script("debias_training")
