@@ -15,19 +15,22 @@ twice on the same log with the same seed, full batch with Adam:
 * **ips**: :func:`petrec.debias.weighted_loss` with the weights the recipe would use
   (:class:`petrec.debias.DebiasConfig` defaults: popularity propensities from training counts,
   eta 1, smoothing 1, clip 100); the step kept is the one with the best SNIPS AUC on the logged
-  validation set (the same weights), so neither arm sees unbiased data before the test.
+  validation set (the same weights), so no arm sees unbiased data before the test;
+* **ips_logistic**: the same with the weights of the logistic exposure model
+  (:class:`petrec.metrics.exposure.LogisticExposure`, ``debias.propensity: logistic``; each
+  example's history is its user's training log).
 
 Each arm is scored on the unbiased test set (the truth a debiased model is for) and on the logged
-test set. Two worlds: ``popularity`` (exposure follows item popularity alone: the propensity model
-is right) and ``taste`` (``exposure_taste=1``: the recommender also leans towards each user's liked
-genres, which popularity propensities do not model).
+test set. Two worlds (:data:`petrec.data.synthetic.EXPOSURE_WORLDS`): ``popularity`` (exposure
+follows item popularity alone: the popularity propensities are right) and ``taste`` (the recommender
+also leans towards each user's liked genres, which only the logistic model sees).
 
 ::
 
     python benchmarks/debias_training.py --out benchmarks/results/debias
 
 Writes ``ips_training.json`` (command, machine, git commit, one row per world x seed x arm) and
-``IPS_TRAINING.md`` (per world, each arm's mean test AUC and the paired ips - plain difference
+``IPS_TRAINING.md`` (per world, each arm's mean test AUC and the paired difference from plain
 with its 95% interval over seeds).
 """
 
@@ -46,16 +49,15 @@ from torch import nn
 
 from petrec.bench.aggregate import mean_std_ci
 from petrec.bench.system import git_state, machine
-from petrec.data.synthetic import exposure_world
+from petrec.data.synthetic import EXPOSURE_WORLDS, exposure_world
 from petrec.debias import DebiasConfig, weighted_loss
 from petrec.files import write_json_atomic, write_text_atomic
 from petrec.metrics import debias as D
 from petrec.metrics import roc_auc
+from petrec.metrics.exposure import LogisticExposure
 
-#: World name -> ``exposure_taste`` of :func:`exposure_world`.
-WORLDS = {"popularity": 0.0, "taste": 1.0}
-#: The two training arms.
-ARMS = ("plain", "ips")
+#: The training arms.
+ARMS = ("plain", "ips", "ips_logistic")
 
 
 class LogisticMF(nn.Module):
@@ -127,7 +129,7 @@ def fit(train: Any, valid: Any, n_users: int, n_items: int, *, weights: np.ndarr
 
 def measure(seed: int, world_name: str, *, steps: int, lr: float, l2: float, dim: int) -> list[dict[str, Any]]:
     """Both arms' rows for one seed of one world."""
-    world = exposure_world(seed, exposure_taste=WORLDS[world_name])
+    world = exposure_world(seed, exposure_taste=EXPOSURE_WORLDS[world_name])
     n_users, n_items = world.like.shape
     train = world.impressions(30, seed=seed * 10 + 1)
     valid = world.impressions(10, seed=seed * 10 + 6)
@@ -136,24 +138,35 @@ def measure(seed: int, world_name: str, *, steps: int, lr: float, l2: float, dim
     cfg = DebiasConfig()
     counts = np.bincount(train["item"], minlength=n_items).astype(float)
     item_w = D.ips_weights(D.popularity_propensities(counts, eta=cfg.eta, smoothing=cfg.smoothing), clip=cfg.clip)
+    exposure = LogisticExposure.fit(counts, world.histories(train, train), train["item"].to_numpy(),
+                                    member=world.genre_membership(), negatives=cfg.exposure_negatives)
+    arm_weights = {
+        "plain": (None, item_w[valid["item"]]),
+        "ips": (item_w[train["item"]], item_w[valid["item"]]),
+        "ips_logistic": tuple(exposure.weights(world.histories(train, part), part["item"].to_numpy(), clip=cfg.clip)
+                              for part in (train, valid)),
+    }
+    logged_logistic_w = exposure.weights(world.histories(train, logged), logged["item"].to_numpy(), clip=cfg.clip)
     rows = []
     for arm in ARMS:
-        model, step = fit(train, valid, n_users, n_items, weights=item_w[train["item"]] if arm == "ips" else None,
-                          valid_weights=item_w[valid["item"]], seed=seed, steps=steps, lr=lr, l2=l2, dim=dim)
+        weights, valid_weights = arm_weights[arm]
+        model, step = fit(train, valid, n_users, n_items, weights=weights, valid_weights=valid_weights,
+                          seed=seed, steps=steps, lr=lr, l2=l2, dim=dim)
         with torch.no_grad():
             score = {name: model(*_ids(part)).numpy() for name, part in (("unbiased", unbiased), ("logged", logged))}
         rows.append({"world": world_name, "seed": seed, "arm": arm, "best_step": step,
                      "unbiased_auc": roc_auc(unbiased["label"], score["unbiased"]),
                      "logged_auc": roc_auc(logged["label"], score["logged"]),
-                     "logged_snips_auc": D.snips_auc(logged["label"], score["logged"], item_w[logged["item"]])})
+                     "logged_snips_auc": D.snips_auc(logged["label"], score["logged"], item_w[logged["item"]]),
+                     "logged_snips_logistic_auc": D.snips_auc(logged["label"], score["logged"], logged_logistic_w)})
     return rows
 
 
-def _paired(rows: list[dict[str, Any]], world: str, key: str) -> dict[str, float]:
-    """Mean and 95% interval over seeds of ``ips - plain`` on ``key`` in one world."""
+def _paired(rows: list[dict[str, Any]], world: str, key: str, arm: str) -> dict[str, float]:
+    """Mean and 95% interval over seeds of ``arm - plain`` on ``key`` in one world."""
     by = {(r["seed"], r["arm"]): r[key] for r in rows if r["world"] == world}
     seeds = sorted({s for s, _ in by})
-    return mean_std_ci([by[(s, "ips")] - by[(s, "plain")] for s in seeds])
+    return mean_std_ci([by[(s, arm)] - by[(s, "plain")] for s in seeds])
 
 
 def _verdict(diff: dict[str, float]) -> str:
@@ -161,31 +174,38 @@ def _verdict(diff: dict[str, float]) -> str:
     if diff["n"] < 2:
         return "one seed: not distinguishable"
     if diff["ci_low"] > 0:
-        return "ips better (interval above 0)"
+        return "better"
     if diff["ci_high"] < 0:
-        return "ips worse (interval below 0)"
-    return "not distinguishable (interval spans 0)"
+        return "worse"
+    return "not distinguishable"
+
+
+#: Report rows: record key -> what it is.
+TEST_SETS = {"unbiased_auc": "unbiased (the truth)", "logged_auc": "logged, plain AUC",
+             "logged_snips_auc": "logged, SNIPS (popularity)", "logged_snips_logistic_auc": "logged, SNIPS (logistic)"}
 
 
 def report(rows: list[dict[str, Any]], command: str) -> str:
     """IPS_TRAINING.md from the rows only."""
     seeds = sorted({r["seed"] for r in rows})
+    others = [a for a in ARMS if a != "plain"]
     lines = ["# Does IPS-weighted training help? (synthetic exposure world)", "",
              f"Seeds {seeds}; protocol and model: benchmarks/debias_training.py. Command: `{command}`.", "",
-             "Mean test AUC of each arm; the last columns are the paired difference ips − plain over seeds "
-             "with its 95% interval. *unbiased* = the uniformly exposed test set (the truth); *logged* = the "
-             "recommender's test set, plain and SNIPS-estimated.", "",
-             "| world | test set | plain | ips | ips − plain [95% interval] | verdict |",
-             "|---|---|---|---|---|---|"]
+             "Mean test AUC of each arm, then each weighted arm's paired difference from *plain* over seeds "
+             "with its 95% interval and verdict. Arms: *plain* (mean loss), *ips* (popularity propensities), "
+             "*ips_logistic* (the logistic exposure model's). Test sets: *unbiased*, uniformly exposed (the "
+             "truth); *logged*, the recommender's, plain and SNIPS-estimated with either propensity model.", "",
+             "| world | test set | " + " | ".join(ARMS) + " | "
+             + " | ".join(f"{a} − plain [95% interval]" for a in others) + " |",
+             "|---|---|" + "---|" * (len(ARMS) + len(others))]
     for world in dict.fromkeys(r["world"] for r in rows):
-        for key, label in (("unbiased_auc", "unbiased"), ("logged_auc", "logged, plain AUC"),
-                           ("logged_snips_auc", "logged, SNIPS AUC")):
-            means = {arm: np.mean([r[key] for r in rows if r["world"] == world and r["arm"] == arm]) for arm in ARMS}
-            d = _paired(rows, world, key)
-            lines.append(f"| {world} | {label} | {means['plain']:.4f} | {means['ips']:.4f} | "
-                         f"{d['mean']:+.4f} [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}] | {_verdict(d)} |")
-    steps = {arm: np.median([r["best_step"] for r in rows if r["arm"] == arm]) for arm in ARMS}
-    lines += ["", f"Median step kept by validation: plain {steps['plain']:.0f}, ips {steps['ips']:.0f}."]
+        for key, label in TEST_SETS.items():
+            means = [np.mean([r[key] for r in rows if r["world"] == world and r["arm"] == arm]) for arm in ARMS]
+            diffs = [_paired(rows, world, key, arm) for arm in others]
+            lines.append(f"| {world} | {label} | " + " | ".join(f"{m:.4f}" for m in means) + " | " + " | ".join(
+                f"{d['mean']:+.4f} [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}] {_verdict(d)}" for d in diffs) + " |")
+    steps = ", ".join(f"{arm} {np.median([r['best_step'] for r in rows if r['arm'] == arm]):.0f}" for arm in ARMS)
+    lines += ["", f"Median step kept by validation: {steps}."]
     return "\n".join(lines) + "\n"
 
 
@@ -197,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lr", type=float, default=0.05, help="Adam learning rate")
     parser.add_argument("--l2", type=float, default=10.0, help="L2 weight on embeddings and biases (per example)")
     parser.add_argument("--dim", type=int, default=8, help="embedding width")
-    parser.add_argument("--worlds", nargs="+", default=list(WORLDS), choices=list(WORLDS), help="worlds to run")
+    parser.add_argument("--worlds", nargs="+", default=list(EXPOSURE_WORLDS), choices=list(EXPOSURE_WORLDS), help="worlds to run")
     args = parser.parse_args(argv)
     if args.seeds < 1 or args.steps < 1:
         parser.error("--seeds and --steps must be ≥ 1")

@@ -29,7 +29,7 @@ example's loss by the same clipped weight, self-normalised per batch (:func:`wei
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,11 +39,16 @@ import torch.nn.functional as F
 
 from petrec.metrics import MetricWarning, compute_rating, roc_auc
 from petrec.metrics import debias as D
+from petrec.metrics.exposure import LogisticExposure, genre_membership
 
 #: Per-example columns :func:`petrec.data.exposure.annotate_splits` adds and the collator carries into batches.
 DEBIAS_COLUMNS = ("ips_weight", "pop_stratum", "cold_user", "cold_item")
 #: Breakdown groups, in the order their keys appear: the popularity strata, then cold users / items.
 GROUPS = (*D.STRATA, "cold_user", "cold_item")
+
+
+#: ``debias.propensity`` values.
+PROPENSITY_MODELS = ("popularity", "logistic")
 
 
 @dataclass
@@ -52,6 +57,13 @@ class DebiasConfig:
 
     enabled: bool = True
     """Add the ``ips_*`` / ``snips_*`` metrics and the group breakdowns to the run's metrics."""
+    propensity: str = "popularity"
+    """Propensity model. ``popularity``: an item's exposure ∝ (training count + smoothing)^eta, the
+    same for every user. ``logistic``: :class:`petrec.metrics.exposure.LogisticExposure`, fitted on
+    the training split, with the popularity exponent fitted instead of ``eta`` and the genre affinity
+    of each example's history to its item (the catalogue's ``genres``, else ``category``)."""
+    exposure_negatives: int = 4
+    """``logistic`` only: uniform catalogue controls per training interaction in the fit."""
     eta: float = 1.0
     """Popularity exponent of the propensity model: an item's exposure ∝ (training count + smoothing)^eta."""
     smoothing: float = 1.0
@@ -68,6 +80,10 @@ class DebiasConfig:
     """An item with at most this many training interactions is cold."""
 
     def __post_init__(self) -> None:
+        if self.propensity not in PROPENSITY_MODELS:
+            raise ValueError(f"debias.propensity must be one of {', '.join(PROPENSITY_MODELS)}, got {self.propensity!r}")
+        if self.exposure_negatives < 1:
+            raise ValueError(f"debias.exposure_negatives must be ≥ 1, got {self.exposure_negatives!r}")
         if not self.eta >= 0:
             raise ValueError(f"debias.eta must be ≥ 0, got {self.eta!r}")
         if not self.smoothing > 0:
@@ -90,10 +106,12 @@ class ExposureStats:
         item_ids: The catalogue, in item-index order.
         item_counts: Training interactions of each catalogue item.
         user_counts: user id → training interactions.
-        weights: Importance weight of each catalogue item (:func:`petrec.metrics.debias.ips_weights`).
+        weights: Importance weight of each catalogue item under the popularity propensities
+            (:func:`petrec.metrics.debias.ips_weights`); the examples' weights when ``exposure`` is None.
         strata: Popularity stratum code of each catalogue item (indexes ``STRATA``).
         cfg: The settings they were computed with.
         implicit_ctr: The examples' label-0 rows are sampled negatives (weight 1, see the module doc).
+        exposure: The fitted logistic exposure model (``debias.propensity: logistic``), else None.
     """
 
     item_ids: list[str]
@@ -103,42 +121,49 @@ class ExposureStats:
     strata: np.ndarray
     cfg: DebiasConfig
     implicit_ctr: bool = False
+    exposure: LogisticExposure | None = None
 
     @classmethod
-    def fit(cls, train: Any, item_ids: Any, cfg: DebiasConfig, *, implicit_ctr: bool = False) -> ExposureStats:
-        """Count the training split's interactions per item and per user.
+    def fit(cls, train: Any, item_ids: Any, cfg: DebiasConfig, *, implicit_ctr: bool = False,
+            item_genres: Sequence[Any] | None = None) -> ExposureStats:
+        """Count the training split's interactions per item and per user (and fit the exposure model).
 
         Args:
             train: Training examples (a ``datasets.Dataset`` or column mapping) with ``user_id``,
-                ``item_id`` (and ``label`` when ``implicit_ctr``).
+                ``item_id`` (and ``label`` when ``implicit_ctr``; ``history_item_ids`` for the
+                ``logistic`` propensity).
             item_ids: Every catalogue item id (the propensities are normalised over them).
             cfg: Propensity, strata and threshold settings.
             implicit_ctr: The examples include sampled negatives (label 0) that nobody was shown:
                 count the positives only.
+            item_genres: ``|``-joined genres of every catalogue item, in ``item_ids`` order
+                (``logistic`` only; None: its popularity feature alone).
 
         Raises:
-            KeyError: A training example's item is not in the catalogue (names it).
+            KeyError: A training example's item (or history item) is not in the catalogue, or the
+                ``logistic`` propensity finds no ``history_item_ids`` column (names it).
         """
         users = list(train["user_id"])
         items = list(train["item_id"])
-        if implicit_ctr:
-            shown = [int(v) == 1 for v in train["label"]]
-            users = [u for u, keep in zip(users, shown, strict=True) if keep]
-            items = [i for i, keep in zip(items, shown, strict=True) if keep]
+        shown = [int(v) == 1 for v in train["label"]] if implicit_ctr else [True] * len(items)
+        users = [u for u, keep in zip(users, shown, strict=True) if keep]
+        items = [i for i, keep in zip(items, shown, strict=True) if keep]
         index = {str(i): n for n, i in enumerate(item_ids)}
-        counts = np.zeros(len(index), dtype=np.float64)
-        for item in items:
-            try:
-                counts[index[str(item)]] += 1
-            except KeyError:
-                raise KeyError(f"training item {item!r} is not in the item catalogue") from None
+        codes = _codes(items, index, "training item")
+        counts = np.bincount(codes, minlength=len(index)).astype(np.float64)
         user_counts: dict[str, int] = {}
         for user in users:
             user_counts[str(user)] = user_counts.get(str(user), 0) + 1
+        exposure = None
+        if cfg.propensity == "logistic":
+            histories = [h for h, keep in zip(_histories(train), shown, strict=True) if keep]
+            member = None if item_genres is None else genre_membership(item_genres)
+            exposure = LogisticExposure.fit(counts, [_codes(h, index, "training history item") for h in histories],
+                                            codes, member=member, negatives=cfg.exposure_negatives)
         propensities = D.popularity_propensities(counts, eta=cfg.eta, smoothing=cfg.smoothing)
         return cls(list(index), counts, user_counts, D.ips_weights(propensities, clip=cfg.clip),
                    D.popularity_strata(counts, head_share=cfg.head_share, torso_share=cfg.torso_share), cfg,
-                   implicit_ctr)
+                   implicit_ctr, exposure)
 
     def columns(self, rows: Any) -> dict[str, list[Any]]:
         """The :data:`DEBIAS_COLUMNS` of examples with ``user_id`` and ``item_id`` (and ``label``
@@ -150,15 +175,34 @@ class ExposureStats:
         index = {i: n for n, i in enumerate(self.item_ids)}
         out: dict[str, list[Any]] = {name: [] for name in DEBIAS_COLUMNS}
         sampled = [int(v) == 0 for v in rows["label"]] if self.implicit_ctr else [False] * len(rows["item_id"])
-        for user, item, negative in zip(rows["user_id"], rows["item_id"], sampled, strict=True):
-            n = index.get(str(item))
-            if n is None:
-                raise KeyError(f"example item {item!r} is not in the item catalogue")
-            out["ips_weight"].append(1.0 if negative else float(self.weights[n]))
+        codes = _codes(rows["item_id"], index, "example item")
+        weights = self.weights[codes]
+        if self.exposure is not None:
+            histories = [_codes(h, index, "example history item") for h in _histories(rows)]
+            weights = self.exposure.weights(histories, codes, clip=self.cfg.clip)
+        for user, n, w, negative in zip(rows["user_id"], codes, weights, sampled, strict=True):
+            out["ips_weight"].append(1.0 if negative else float(w))
             out["pop_stratum"].append(int(self.strata[n]))
             out["cold_user"].append(int(self.user_counts.get(str(user), 0) <= self.cfg.cold_user_max))
             out["cold_item"].append(int(self.item_counts[n] <= self.cfg.cold_item_max))
         return out
+
+
+def _codes(ids: Iterable[Any], index: Mapping[str, int], what: str) -> np.ndarray:
+    """Catalogue indices of item ids; KeyError naming the first id outside the catalogue."""
+    try:
+        return np.fromiter((index[str(i)] for i in ids), dtype=np.int64)
+    except KeyError as err:
+        raise KeyError(f"{what} {err.args[0]!r} is not in the item catalogue") from None
+
+
+def _histories(rows: Any) -> list[Any]:
+    """The ``history_item_ids`` column, or a KeyError saying the logistic propensity needs it."""
+    try:
+        return list(rows["history_item_ids"])
+    except (KeyError, ValueError):
+        raise KeyError("debias.propensity 'logistic' reads each example's 'history_item_ids' column, "
+                       "and these examples have none") from None
 
 
 def weighted_loss(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor, task: str) -> torch.Tensor:

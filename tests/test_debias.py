@@ -55,7 +55,43 @@ def test_counts_weights_groups_and_columns() -> None:
         ExposureStats.fit(train, ["x", "y"], cfg)
 
 
+def test_logistic_propensity_weights_each_example_by_its_history() -> None:
+    train = {"user_id": ["a", "a", "b", "b", "c", "c"], "item_id": ["x", "y", "x", "z", "x", "y"],
+             "history_item_ids": [["z"], ["x"], ["y"], ["x"], [], ["x"]], "label": [1, 1, 1, 1, 1, 1]}
+    genres = ["Drama", "Drama|Comedy", "Comedy", ""]
+    stats = ExposureStats.fit(train, ["x", "y", "z", "w"], DebiasConfig(propensity="logistic", clip=50.0),
+                              item_genres=genres)
+    assert stats.exposure is not None
+    rows = {"user_id": ["a", "b", "d"], "item_id": ["z", "z", "w"], "history_item_ids": [["x"], ["z", "y"], []]}
+    cols = stats.columns(rows)
+    index = {"x": 0, "y": 1, "z": 2, "w": 3}
+    histories = [[index[i] for i in h] for h in rows["history_item_ids"]]
+    expected = stats.exposure.weights(histories, [2, 2, 3], clip=50.0)
+    assert cols["ips_weight"] == pytest.approx(expected.tolist())
+    assert cols["ips_weight"][0] != pytest.approx(cols["ips_weight"][1])  # same item, other history
+    assert cols["pop_stratum"] == stats.columns({"user_id": ["a", "b", "d"], "item_id": ["z", "z", "w"],
+                                                 "history_item_ids": [[], [], []]})["pop_stratum"]
+    with pytest.raises(KeyError, match="reads each example's 'history_item_ids' column"):
+        stats.columns({"user_id": ["a"], "item_id": ["x"]})
+    with pytest.raises(KeyError, match="example history item 'q' is not in the item catalogue"):
+        stats.columns({"user_id": ["a"], "item_id": ["x"], "history_item_ids": [["q"]]})
+    with pytest.raises(KeyError, match="reads each example's 'history_item_ids' column"):
+        ExposureStats.fit({"user_id": ["a"], "item_id": ["x"]}, ["x"], DebiasConfig(propensity="logistic"))
+
+
+def test_annotate_splits_with_the_logistic_propensity() -> None:
+    cfg = DataConfig(history_len=3)
+    data = prepare(cfg)
+    pop = annotate_splits(data.splits, data, cfg, DebiasConfig())
+    log = annotate_splits(data.splits, data, cfg, DebiasConfig(propensity="logistic"))
+    w_pop, w_log = np.array(pop["test"]["ips_weight"]), np.array(log["test"]["ips_weight"])
+    assert np.isfinite(w_log).all() and (w_log > 0).all() and not np.allclose(w_pop, w_log)
+    assert pop["test"]["pop_stratum"] == log["test"]["pop_stratum"]  # strata stay popularity's
+
+
 @pytest.mark.parametrize(("key", "value", "message"), [
+    ("propensity", "learned", r"debias\.propensity must be one of popularity, logistic, got 'learned'"),
+    ("exposure_negatives", 0, r"debias\.exposure_negatives must be ≥ 1, got 0"),
     ("eta", -1.0, r"debias\.eta must be ≥ 0, got -1\.0"),
     ("clip", 0.0, r"debias\.clip must be > 0, got 0\.0"),
     ("torso_share", 0.9, r"debias\.head_share=0\.2 and debias\.torso_share=0\.9"),

@@ -51,7 +51,8 @@ def annotate_splits(splits: Mapping[str, Any], data: PreparedData, data_cfg: Dat
     if sampled and not (data_cfg.anonymize and not data_cfg.anonymize_salt):
         train = prepare(replace(data_cfg, few_shot_k=None, max_train_examples=None)).splits["train"]
     implicit_ctr = data_cfg.task == "ctr" and bool(data.summary.get("implicit"))
-    stats = ExposureStats.fit(train, data.items["item_id"], cfg, implicit_ctr=implicit_ctr)
+    stats = ExposureStats.fit(train, data.items["item_id"], cfg, implicit_ctr=implicit_ctr,
+                              item_genres=_genres(data.items) if cfg.propensity == "logistic" else None)
     out = dict(splits)
     annotated = [name for name in ("valid", "test") if name in splits] if cfg.enabled else []
     for name in annotated:
@@ -60,3 +61,11 @@ def annotate_splits(splits: Mapping[str, Any], data: PreparedData, data_cfg: Dat
     if train_weights:
         out["train"] = out["train"].add_column("ips_weight", stats.columns(splits["train"])["ips_weight"])
     return out
+
+
+def _genres(items: Any) -> list[Any] | None:
+    """The catalogue's ``genres`` (else ``category``) column for the logistic exposure model, or None."""
+    for column in ("genres", "category"):
+        if column in items.column_names:
+            return list(items[column])
+    return None

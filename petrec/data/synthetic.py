@@ -122,6 +122,11 @@ def synthetic_world(seed: int = 0, n_users: int = 300, n_items: int = 300, mean_
     return Tables(inter, item_df, Source(f"synthetic(seed={seed})", unit="row"), rating_range=(1.0, 5.0))
 
 
+#: The exposure worlds the debiasing benchmarks measure (name -> ``exposure_taste``): the logging
+#: recommender shows items by popularity alone, or also leans towards each user's liked genres.
+EXPOSURE_WORLDS = {"popularity": 0.0, "taste": 2.0}
+
+
 @dataclass
 class ExposureWorld:
     """Ground truth for debiased evaluation: what users like, and what a recommender shows them.
@@ -140,12 +145,14 @@ class ExposureWorld:
         exposure: ``(n_users, n_items)`` share of the user's logged impressions each item gets
             (rows sum to 1).
         popularity: ``(n_items,)`` popularity of each item (Zipf-like, largest 1).
+        genre: ``(n_items,)`` each item's genre code (what an exposure model may read), or None.
     """
 
     like: np.ndarray
     preference: np.ndarray
     exposure: np.ndarray
     popularity: np.ndarray
+    genre: np.ndarray | None = None
 
     def impressions(self, per_user: int, *, seed: int, uniform: bool = False) -> pd.DataFrame:
         """Labelled impressions: ``per_user`` distinct items shown to every user.
@@ -170,6 +177,19 @@ class ExposureWorld:
         users = np.repeat(np.arange(n_users), per_user)
         labels = (rng.random(items.size) < self.like[users, items]).astype(np.int64)
         return pd.DataFrame({"user": users, "item": items, "label": labels})
+
+    def histories(self, log: pd.DataFrame, rows: pd.DataFrame) -> list[np.ndarray]:
+        """Each row's history for an exposure model: the items ``log`` showed the row's user, the
+        row's own item left out (so a training interaction does not see itself)."""
+        shown = {int(u): g.to_numpy() for u, g in log.groupby("user")["item"]}
+        empty = np.zeros(0, dtype=np.int64)
+        return [(h := shown.get(int(u), empty))[h != i] for u, i in zip(rows["user"], rows["item"], strict=True)]
+
+    def genre_membership(self) -> np.ndarray:
+        """One-hot ``(n_items, n_genres)`` genre membership (what :class:`petrec.metrics.exposure.LogisticExposure` reads)."""
+        if self.genre is None:
+            raise ValueError("this ExposureWorld was built without item genres")
+        return np.eye(int(self.genre.max()) + 1)[self.genre]
 
     def targets(self, per_user: int, *, seed: int, uniform: bool = False) -> pd.DataFrame:
         """Held-out next items: liked impressions, ``per_user`` per user (with replacement).
@@ -217,4 +237,5 @@ def exposure_world(seed: int = 0, n_users: int = 500, n_items: int = 400, n_genr
     like = 1.0 / (1.0 + np.exp(-(taste * np.tanh(preference) + item_appeal - 0.5)))
     exposure = popularity[None, :] * np.exp(exposure_taste * np.tanh(preference))
     return ExposureWorld(like=like, preference=preference,
-                         exposure=exposure / exposure.sum(axis=1, keepdims=True), popularity=popularity)
+                         exposure=exposure / exposure.sum(axis=1, keepdims=True), popularity=popularity,
+                         genre=genre)

@@ -36,11 +36,11 @@ def test_script_writes_record_and_report(debias_training: ModuleType, tmp_path: 
     assert debias_training.main(["--seeds", "2", "--steps", "5", "--out", str(tmp_path)]) == 0
     record = json.loads((tmp_path / "ips_training.json").read_text())
     assert record["command"].startswith("python benchmarks/debias_training.py --seeds 2")
-    assert len(record["rows"]) == 2 * 2 * 2  # worlds x seeds x arms
-    assert {r["arm"] for r in record["rows"]} == {"plain", "ips"}
+    assert len(record["rows"]) == 2 * 2 * 3  # worlds x seeds x arms
+    assert {r["arm"] for r in record["rows"]} == {"plain", "ips", "ips_logistic"}
     assert all(0.0 <= r["unbiased_auc"] <= 1.0 and 1 <= r["best_step"] <= 5 for r in record["rows"])
     text = (tmp_path / "IPS_TRAINING.md").read_text()
-    assert text.count("| popularity |") == 3 and text.count("| taste |") == 3
+    assert text.count("| popularity |") == 4 and text.count("| taste |") == 4
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "benchmarks").glob("*.py")), ids=lambda p: p.name)
