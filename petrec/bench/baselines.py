@@ -29,7 +29,12 @@ from typing import Any
 
 import numpy as np
 
-from petrec.bench.id_baselines import ID_BASELINE_DESCRIPTIONS, ID_BASELINES, run_id_baseline
+from petrec.bench.id_baselines import (
+    ID_BASELINE_DESCRIPTIONS,
+    ID_BASELINES,
+    SCORES_KEY,
+    run_id_baseline,
+)
 
 #: Pseudo-count of the smoothed item like rate.
 ITEM_PRIOR_STRENGTH = 10.0
@@ -136,15 +141,34 @@ _CACHE: dict[str, Any] = {}
 
 
 def _prepared(cfg: Any, prepare: Callable[[Any], Any]) -> Any:
-    """``prepare(cfg).splits``, memoised per config within this process (baselines share data)."""
+    """``prepare(cfg)``, memoised per config within this process (baselines share data)."""
     import json
 
     key = json.dumps(cfg.to_dict(), sort_keys=True, default=str)
     if key not in _CACHE:
         if len(_CACHE) > 8:
             _CACHE.clear()
-        _CACHE[key] = prepare(cfg).splits
+        _CACHE[key] = prepare(cfg)
     return _CACHE[key]
+
+
+def _add_breakdowns(out: dict[str, Any], data: Any, data_cfg: Any, debias: Any) -> dict[str, Any]:
+    """The recipe's debiased metrics and group breakdowns (``snips_auc``, ``tail/auc``, ...) on the
+    baseline's valid / test scores, from the same exposure columns a model run gets."""
+    from petrec.config import from_dict
+    from petrec.data.exposure import annotate_splits
+    from petrec.debias import DEBIAS_COLUMNS, DebiasConfig, pointwise_breakdown
+
+    scores = out.pop(SCORES_KEY)
+    cfg = from_dict(DebiasConfig, dict(debias or {}), prefix="debias.")
+    if not cfg.enabled:
+        return out
+    annotated = annotate_splits({s: data.splits[s] for s in scores}, data, data_cfg, cfg)
+    for split, logits in scores.items():
+        extras = {c: np.asarray(annotated[split][c], dtype=np.float64) for c in DEBIAS_COLUMNS}
+        out[split].update(pointwise_breakdown("ctr", _labels(annotated[split]).astype(np.float64),
+                                              np.asarray(logits, dtype=np.float64), extras))
+    return out
 
 
 def _prior_features(splits: Any, block: Any) -> dict[str, Any]:
@@ -161,11 +185,12 @@ def _prior_features(splits: Any, block: Any) -> dict[str, Any]:
     head.warm_start(stats.features(splits["train"], leave_one_out=True), y, "ctr")
     import torch
 
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {SCORES_KEY: {}}
     for split in ("valid", "test"):
         with torch.no_grad():
             logits = head(torch.as_tensor(stats.features(splits[split]))).numpy()
         out[split] = compute_ctr(_labels(splits[split]).astype(np.int64), logits, from_logits=True)
+        out[SCORES_KEY][split] = logits
     out["valid_best"] = {"metric": "auc", "value": out["valid"].get("auc"), "step": 0}
     out.update(trainable_params=len(FEATURE_NAMES) + 1, total_params=None, trainable_percent=None, steps=0,
                labels=[f"baseline: {BASELINE_DESCRIPTIONS['prior-features']}"],
@@ -176,16 +201,19 @@ def _prior_features(splits: Any, block: Any) -> dict[str, Any]:
 def _collab_id(splits: Any, data_cfg: Any, prepare: Callable[[Any], Any]) -> dict[str, Any]:
     """The ``collab-id`` row: the recipe's collaborative-token ID model (defaults, heldout fit), scored alone."""
     from petrec.data.errors import DataError
-    from petrec.recipes.collab import fit_id_model, heldout_rows, id_model_metrics
+    from petrec.metrics import compute_ctr
+    from petrec.recipes.collab import fit_id_model, heldout_rows, id_model_scores
 
-    block = _prepared(dataclasses.replace(data_cfg, few_shot_k=None, max_train_examples=None), prepare)["train"]
+    block = _prepared(dataclasses.replace(data_cfg, few_shot_k=None, max_train_examples=None), prepare).splits["train"]
     try:
         examples = heldout_rows(block, splits["train"], data_cfg)
         model, spec = fit_id_model(examples, encoder="gru4rec", hidden=64, history_len=int(data_cfg.history_len),
                                    seed=int(data_cfg.seed), fit="heldout")
     except DataError as exc:
         raise BaselineError(f"collab-id: {exc}") from None
-    out: dict[str, Any] = id_model_metrics(model, spec, splits)
+    scored = {name: id_model_scores(model, spec, splits[name]) for name in ("valid", "test")}
+    out: dict[str, Any] = {name: compute_ctr(y, logits, from_logits=True) for name, (y, logits) in scored.items()}
+    out[SCORES_KEY] = {name: logits for name, (_, logits) in scored.items()}
     out["valid_best"] = {"metric": "auc", "value": out["valid"].get("auc"), "step": 0}
     out.update(trainable_params=sum(p.numel() for p in model.parameters()), total_params=None,
                trainable_percent=None, steps=0, labels=[f"baseline: {BASELINE_DESCRIPTIONS['collab-id']}"],
@@ -219,22 +247,26 @@ def run_baseline(name: str, config: dict[str, Any]) -> dict[str, Any]:
     data_cfg = DataConfig(**(config.get("data") or {}))
     if data_cfg.task != "ctr":
         raise BaselineError(f"baseline {name!r} needs data.task='ctr', got {data_cfg.task!r}")
-    splits = _prepared(data_cfg, prepare)
+    data = _prepared(data_cfg, prepare)
+    splits = data.splits
+    debias = config.get("debias")
     if name in ID_BASELINES:
-        return run_id_baseline(name, data_cfg, splits, config.get("id_ctr"), BaselineError)
-    block = _prepared(dataclasses.replace(data_cfg, few_shot_k=None), prepare)["train"]
+        return _add_breakdowns(run_id_baseline(name, data_cfg, splits, config.get("id_ctr"), BaselineError),
+                               data, data_cfg, debias)
+    block = _prepared(dataclasses.replace(data_cfg, few_shot_k=None), prepare).splits["train"]
     if name == "prior-features":
-        return _prior_features(splits, block)
+        return _add_breakdowns(_prior_features(splits, block), data, data_cfg, debias)
     if name == "collab-id":
-        return _collab_id(splits, data_cfg, prepare)
+        return _add_breakdowns(_collab_id(splits, data_cfg, prepare), data, data_cfg, debias)
     stats = ItemStats.from_split(list(block["item_id"]), [int(v) for v in block["label"]])
     score, n_params = STATS_BASELINES[name](splits["train"], stats)
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {SCORES_KEY: {}}
     for split in ("valid", "test"):
-        out[split] = compute_ctr(_labels(splits[split]), score(features(splits[split], stats)))
+        out[SCORES_KEY][split] = score(features(splits[split], stats))
+        out[split] = compute_ctr(_labels(splits[split]), out[SCORES_KEY][split])
     out["valid_best"] = {"metric": "auc", "value": out["valid"].get("auc"), "step": 0}
     # A share of "total" parameters means nothing for a statistics scorer: left empty on purpose.
     out.update(trainable_params=n_params, total_params=None, trainable_percent=None,
                steps=0, labels=[f"baseline: {BASELINE_DESCRIPTIONS[name]}"],
                train_examples=len(splits["train"]), item_stat_examples=len(block))
-    return out
+    return _add_breakdowns(out, data, data_cfg, debias)

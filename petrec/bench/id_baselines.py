@@ -20,6 +20,11 @@ from typing import Any
 
 from petrec.recipes.id_ctr import IDCTRConfig, train_id_ctr
 
+#: Key of a baseline result holding each evaluated split's raw scores (one per example, split
+#: order); :func:`petrec.bench.baselines.run_baseline` turns them into the debiased breakdowns and
+#: drops them before the record is written.
+SCORES_KEY = "_scores"
+
 #: Baseline name → :class:`petrec.models.sequential.ctr.SequenceCTRConfig` encoder.
 ID_BASELINES: dict[str, str] = {"gru4rec-ctr": "gru4rec", "caser-ctr": "caser", "sasrec-ctr": "sasrec"}
 
@@ -58,12 +63,14 @@ def run_id_baseline(name: str, data_cfg: Any, splits: Any, overrides: dict[str, 
     from torch.utils.data import DataLoader
 
     from petrec.config import from_dict
+    from petrec.evaluation import predict_scores
+    from petrec.metrics import compute_ctr
     from petrec.models.sequential.ctr import (
+        INPUTS,
         ItemVocab,
         SequenceCTRConfig,
         TensorRows,
         encode_examples,
-        evaluate_sequence_ctr,
     )
     from petrec.models.sequential.run import param_counts
 
@@ -91,14 +98,14 @@ def run_id_baseline(name: str, data_cfg: Any, splits: Any, overrides: dict[str, 
     try:
         loaders = {s: DataLoader(TensorRows(tensors[s]), batch_size=cfg.eval_batch_size) for s in ("valid", "test")}
         tick = time.perf_counter()
-        out = {s: evaluate_sequence_ctr(model, accelerator.prepare(loaders[s]), accelerator)
-               for s in ("valid", "test")}
+        predicted = {s: predict_scores(model, accelerator.prepare(loaders[s]), accelerator, INPUTS)
+                     for s in ("valid", "test")}
         infer_s = time.perf_counter() - tick
     finally:
         torch.set_num_threads(threads)
     n_params = param_counts(model)["trainable_params"]
-    for split in ("valid", "test"):
-        out[split].pop("n_examples", None)
+    out: dict[str, Any] = {s: compute_ctr(labels.astype(np.int64), logits, from_logits=True)
+                           for s, (logits, labels) in predicted.items()}
     oov = {s: float((t["item_ids"] == 1).float().mean()) for s, t in tensors.items()}
     hparams = {**dataclasses.asdict(cfg), "history_len": max_len, "epochs_run_max": epochs,
                "vocab_items": len(vocab.items), "device": str(accelerator.device)}
@@ -110,6 +117,7 @@ def run_id_baseline(name: str, data_cfg: Any, splits: Any, overrides: dict[str, 
     # Speed and memory stay out of the record's columns: an in-process CPU baseline's numbers
     # would be divided by a GPU run's in the report's ratio columns.
     return {"valid": out["valid"], "test": out["test"],
+            SCORES_KEY: {s: logits for s, (logits, _) in predicted.items()},
             "valid_best": {"metric": "auc", "value": result.best_metric, "step": result.best_step},
             "trainable_params": n_params, "total_params": n_params, "trainable_percent": 100.0,
             "steps": result.global_step, "stopped_early": result.stopped_early, "labels": [label],

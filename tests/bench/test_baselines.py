@@ -45,6 +45,32 @@ def test_unknown_baseline_and_wrong_task() -> None:
         run_baseline("history-share", {"data": {"dataset": "synthetic", "task": "rating"}})
 
 
+def test_baselines_carry_the_debiased_metrics_a_model_run_gets() -> None:
+    from petrec.data import DataConfig, prepare
+    from petrec.data.exposure import annotate_splits
+    from petrec.debias import DebiasConfig
+    from petrec.metrics import debias as D
+
+    data = {"dataset": "synthetic", "task": "ctr", "protocol": "tallrec", "synthetic_users": 60,
+            "synthetic_items": 40, "few_shot_k": 64, "seed": 1}
+    out = run_baseline("item-rate", {"data": data})
+    assert "_scores" not in out
+    # Recompute from the item-rate scores and the recipe's own exposure columns (whole block).
+    cfg = DataConfig(**data)
+    prepared = prepare(cfg)
+    test = annotate_splits(prepared.splits, prepared, cfg, DebiasConfig())["test"]
+    block = prepare(DataConfig(**{**data, "few_shot_k": None})).splits["train"]
+    stats = ItemStats.from_split(list(block["item_id"]), [int(v) for v in block["label"]])
+    scores = features(test, stats)[:, 1]
+    assert out["test"]["snips_auc"] == pytest.approx(D.snips_auc(test["label"], scores, test["ips_weight"]))
+    assert out["test"]["tail/n_examples"] == sum(1 for s in test["pop_stratum"] if s == 2)
+    plain = run_baseline("item-rate", {"data": data, "debias": {"enabled": False}})
+    assert set(plain["test"]) == {"auc", "logloss", "accuracy", "f1"}
+    assert plain["test"]["auc"] == out["test"]["auc"]
+    prior = run_baseline("prior-features", {"data": data, "debias": {"propensity": "logistic"}})
+    assert "snips_auc" in prior["test"] and "_scores" not in prior
+
+
 @pytest.mark.data
 def test_p1_history_share_and_logreg_on_movielens(shared_data_dir: Path) -> None:
     data = {"dataset": "ml-100k", "protocol": "tallrec", "task": "ctr", "data_dir": str(shared_data_dir),
