@@ -19,7 +19,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import secrets
 import shutil
 import socket
@@ -37,7 +36,19 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from petrec.bench.system import _cpu_model  # noqa: E402  (one reader of /proc/cpuinfo)
+from petrec.bench.system import (  # noqa: E402
+    cpu_sharing_record,
+    describe_machine,
+    git_state,
+    machine,
+    machine_cpu_seconds,
+)
+from petrec.files import write_json_atomic, write_text_atomic  # noqa: E402
+
+#: Issue 20's serving goals: memory per extra adapter ÷ the base's, and req/s at the most
+#: adapters ÷ at one (single worker, same requests).
+GOAL_RSS_PER_ADAPTER = 0.02
+GOAL_MANY_ADAPTERS_RPS = 0.9
 
 
 def _free_port() -> int:
@@ -164,11 +175,18 @@ def run_scenario(args: argparse.Namespace, workers: int, n_adapters: int, items:
 
         bodies = _bodies(items, args.requests, names, candidates)
         server_cpu0, client_cpu0 = _cpu_s(proc.pid), sum(os.times()[:2])
+        machine0 = machine_cpu_seconds()
         psutil.cpu_percent(None)
         result = asyncio.run(_fire(url, key, bodies, args.concurrency, args.time_limit))
+        machine1 = machine_cpu_seconds()
         result["machine_cpu_busy_pct"] = psutil.cpu_percent(None)  # all cores, during the measured phase
-        result["server_cores_used"] = round((_cpu_s(proc.pid) - server_cpu0) / result["wall_s"], 2)
-        result["client_cores_used"] = round((sum(os.times()[:2]) - client_cpu0) / result["wall_s"], 2)
+        server_cpu, client_cpu = _cpu_s(proc.pid) - server_cpu0, sum(os.times()[:2]) - client_cpu0
+        result["server_cores_used"] = round(server_cpu / result["wall_s"], 2)
+        result["client_cores_used"] = round(client_cpu / result["wall_s"], 2)
+        # Other processes' share of the machine while the load ran (server + client are "own").
+        result["cpu_sharing"] = (None if machine0 is None or machine1 is None else
+                                 cpu_sharing_record(server_cpu + client_cpu, machine1[0] - machine0[0],
+                                                    machine1[1], result["wall_s"]))
         result.update({"workers": workers, "adapters": n_adapters, "candidates": candidates,
                        "max_batch_wait_ms": batch_wait_ms, "max_batch_size": batch_size,
                        "startup_s": round(startup, 1),
@@ -233,6 +251,69 @@ def memory_probe(export: Path, base: str, n: int) -> dict:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def summarize(report: dict) -> dict:
+    """Goal quantities from the record's scenarios and memory probe (None where not measured)."""
+    rows = report["scenarios"]
+    one = [r for r in rows if r["workers"] == 1 and r["candidates"] == max(x["candidates"] for x in rows)]
+    by_adapters = {r["adapters"]: r for r in one if r["max_batch_size"] > 1}
+    out: dict = {"goal_rss_per_adapter": GOAL_RSS_PER_ADAPTER, "goal_many_adapters_rps": GOAL_MANY_ADAPTERS_RPS}
+    if len(by_adapters) >= 2:
+        lo, hi = min(by_adapters), max(by_adapters)
+        out.update(rps_ratio_adapters=f"{hi}/{lo}",
+                   rps_ratio=round(by_adapters[hi]["throughput_rps"] / by_adapters[lo]["throughput_rps"], 3))
+        out["rps_goal_met"] = out["rps_ratio"] >= GOAL_MANY_ADAPTERS_RPS
+    single = [r for r in rows if r["workers"] == 1 and r["adapters"] == 1 and r["candidates"] == 1]
+    on = [r for r in single if r["max_batch_size"] > 1]
+    off = [r for r in single if r["max_batch_size"] == 1]
+    if on and off:
+        out["micro_batching_rps_gain"] = round(on[0]["throughput_rps"] / off[0]["throughput_rps"], 3)
+    mem = report.get("memory")
+    if mem and len(mem["adapters"]) >= 2:
+        extra = [a["rss_delta_mib"] for a in mem["adapters"][1:]]  # the first also pays one-off imports
+        base = mem["rss_after_base_mib"] - mem["rss_before_base_mib"]
+        out.update(rss_per_extra_adapter_mib=round(statistics.median(extra), 2), base_rss_mib=round(base, 1),
+                   own_tensor_mib_per_adapter=mem["adapters"][-1]["own_tensor_mib"])
+        out["rss_per_adapter_ratio"] = round(out["rss_per_extra_adapter_mib"] / base, 4)
+        out["rss_goal_met"] = out["rss_per_adapter_ratio"] <= GOAL_RSS_PER_ADAPTER
+    shares = [r["cpu_sharing"]["other_share"] for r in rows if r.get("cpu_sharing")]
+    out["other_share_max"] = max(shares) if shares else None
+    return out
+
+
+def render(report: dict) -> str:
+    """The Markdown page of a record (every figure read from it)."""
+    s = report["summary"]
+    sharing = ("Other processes took at most {:.1%} of the CPU during a measured phase.".format(s["other_share_max"])
+               if s.get("other_share_max") is not None else "Other processes' CPU share: not measurable here.")
+    git = report.get("git") or {}
+    lines = ["# `petrec serve` load test", "",
+             f"Command: `{report['command']}`", "",
+             f"Machine: {describe_machine(report['machine'])}; commit {str(git.get('commit'))[:7]}"
+             f"{' (uncommitted changes)' if git.get('dirty') else ''}. {sharing}", "",
+             "| workers | adapters | candidates / request | batch wait ms / size | ok | failed | req/s | p50 ms | "
+             "p99 ms | server cores | other processes' CPU |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in report["scenarios"]:
+        other = r.get("cpu_sharing", {}) or {}
+        lines.append(f"| {r['workers']} | {r['adapters']} | {r['candidates']} | {r['max_batch_wait_ms']} / "
+                     f"{r['max_batch_size']} | {r['ok']} | {r['failed']} | {r['throughput_rps']} | {r['p50_ms']} | "
+                     f"{r['p99_ms']} | {r['server_cores_used']} | "
+                     f"{other.get('other_share', float('nan')):.1%} |")
+    lines += ["", "## Goals (issue 20)", ""]
+    if "rps_ratio" in s:
+        lines.append(f"- req/s at {s['rps_ratio_adapters']} adapters: {s['rps_ratio']} (goal ≥ "
+                     f"{s['goal_many_adapters_rps']}): {'met' if s['rps_goal_met'] else 'NOT met'}.")
+    if "rss_per_adapter_ratio" in s:
+        lines.append(f"- RSS per extra adapter: {s['rss_per_extra_adapter_mib']} MiB (median over adapters 2..N; "
+                     f"own tensors {s['own_tensor_mib_per_adapter']} MiB) against the base's "
+                     f"{s['base_rss_mib']} MiB: {s['rss_per_adapter_ratio']:.2%} (goal ≤ "
+                     f"{s['goal_rss_per_adapter']:.0%}): {'met' if s['rss_goal_met'] else 'NOT met'}.")
+    if "micro_batching_rps_gain" in s:
+        lines.append(f"- Micro-batching, single-candidate requests: {s['micro_batching_rps_gain']}× the req/s of "
+                     "batch size 1.")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--export", required=True, type=Path, help="one export folder (copied N times)")
@@ -245,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--start-timeout", type=float, default=240.0)
     p.add_argument("--max-batch-wait-ms", type=float, default=5.0)
     p.add_argument("--max-batch-size", type=int, default=64)
-    p.add_argument("--scenarios", default="1x1,2x1,1x5,2x5", help="WORKERSxADAPTERS, comma-separated")
+    p.add_argument("--scenarios", default="1x1,1x5,1x20", help="WORKERSxADAPTERS, comma-separated")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "serve")
     p.add_argument("--out-name", default="load.json", help="results file inside --out")
     p.add_argument("--batching-check", action="store_true",
@@ -269,22 +350,18 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(rows[-1]), flush=True)
     report = {
         "command": "python benchmarks/serve_load.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "machine": {"cpu": _cpu_model(), "logical_cpus": os.cpu_count(), "python": platform.python_version(),
-                    "load_average_at_end": os.getloadavg(),
-                    "note": "shared with other jobs; 2 workers on 2 shared cores is not a scaling test"},
+        "machine": machine(), "git": git_state(),
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "scenarios": rows,
     }
     if args.memory:
         report["memory"] = memory_probe(args.export, args.base, args.memory)
+    report["summary"] = summarize(report)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / args.out_name).write_text(json.dumps(report, indent=2) + "\n")
-    print(f"{'workers':>7} {'adapters':>8} {'cands':>5} {'wait':>4} {'ok':>5} {'failed':>6} {'req/s':>7} "
-          f"{'p50 ms':>8} {'p99 ms':>8} {'srv cores':>9} {'cpu %':>6}")
-    for r in rows:
-        print(f"{r['workers']:>7} {r['adapters']:>8} {r['candidates']:>5} {r['max_batch_wait_ms']:>4} {r['ok']:>5} "
-              f"{r['failed']:>6} {r['throughput_rps']:>7} {r['p50_ms']:>8} {r['p99_ms']:>8} "
-              f"{r['server_cores_used']:>9} {r['machine_cpu_busy_pct']:>6}")
+    write_json_atomic(args.out / args.out_name, report)
+    text = render(report)
+    write_text_atomic(args.out / (Path(args.out_name).stem.upper() + ".md"), text)
+    print(text)
     return 0 if all(r["failed"] == 0 for r in rows) else 1
 
 

@@ -37,3 +37,9 @@ def explain_examples() -> ModuleType:
 def debias_training() -> ModuleType:
     """benchmarks/debias_training.py imported as a module."""
     return _script("debias_training")
+
+
+@pytest.fixture(scope="session")
+def serve_load() -> ModuleType:
+    """benchmarks/serve_load.py imported as a module."""
+    return _script("serve_load")
