@@ -135,6 +135,8 @@ STATS_BASELINES: dict[str, Callable[[Any, ItemStats], tuple[Callable[[np.ndarray
 #: Every baseline a suite may list under ``baselines:`` → its one-line description: the
 #: statistics scorers above and the ID-based sequence models of :mod:`petrec.bench.id_baselines`.
 BASELINES: dict[str, str] = {**BASELINE_DESCRIPTIONS, **ID_BASELINE_DESCRIPTIONS}
+#: Baselines that train an ID-based sequence model (the rest are plain statistics / a count model).
+TRAINED_BASELINES = frozenset({*ID_BASELINE_DESCRIPTIONS, "collab-id"})
 
 
 _CACHE: dict[str, Any] = {}

@@ -38,9 +38,9 @@ class Estimate:
 
 def _baseline_kind(name: str) -> str:
     """How a findings line names a baseline row: plain statistics or a trained ID-based model."""
-    from petrec.bench.baselines import BASELINE_DESCRIPTIONS
+    from petrec.bench.baselines import TRAINED_BASELINES
 
-    return "statistics" if name in BASELINE_DESCRIPTIONS else "ID-based sequence model"
+    return "ID-based sequence model" if name in TRAINED_BASELINES else "statistics"
 
 
 def _cell(summary: pd.DataFrame, table: str, variant: str, k: str) -> pd.DataFrame:

@@ -90,3 +90,10 @@ def test_ratio_interval_by_the_delta_method() -> None:
     half = 0.275 * 12.706204736174696 * math.sqrt(200 / (2 * 110**2))
     assert (low, high) == (pytest.approx(0.275 - half), pytest.approx(0.275 + half))
     assert all(math.isnan(x) for x in ratio_interval([100.0], [400.0, 400.0]))
+
+
+def test_baseline_kinds_name_trained_id_models() -> None:
+    from petrec.bench.findings import _baseline_kind
+
+    assert _baseline_kind("history-share") == _baseline_kind("prior-features") == "statistics"
+    assert _baseline_kind("gru4rec-ctr") == _baseline_kind("collab-id") == "ID-based sequence model"
