@@ -17,7 +17,8 @@ def _report() -> dict:
             "machine": {"cpu_model": "AMD EPYC", "cpu_cores_usable": 2, "memory_gib": 23.5, "gpus": []},
             "scenarios": [_row(1, 4.0), _row(5, 3.9), _row(20, 3.0, other=0.07),
                           _row(1, 40.0, candidates=1), _row(1, 20.0, candidates=1, size=1)],
-            "memory": {"rss_before_base_mib": 300.0, "rss_after_base_mib": 500.0, "adapters": adapters}}
+            "memory": {"rss_before_base_mib": 300.0, "rss_after_base_mib": 310.0, "base_tensor_mib": 200.0,
+                       "adapters": adapters}}
 
 
 def test_summary_reads_the_goal_quantities(serve_load: ModuleType) -> None:
@@ -25,7 +26,7 @@ def test_summary_reads_the_goal_quantities(serve_load: ModuleType) -> None:
     s = serve_load.summarize(report)
     assert s["rps_ratio_adapters"] == "20/1" and s["rps_ratio"] == 0.75 and s["rps_goal_met"] is False
     assert s["micro_batching_rps_gain"] == 2.0
-    # adapters 2..N: median of 2, 4, 3 MiB over the base's 200 MiB (the first adapter's 80 pays one-off imports)
+    # adapters 2..N: median of 2, 4, 3 MiB over the base's 200 MiB of tensors (not its 10 MiB RSS step)
     assert s["rss_per_extra_adapter_mib"] == 3.0 and s["rss_per_adapter_ratio"] == 0.015 and s["rss_goal_met"]
     assert s["other_share_max"] == 0.07
     report["summary"] = s
