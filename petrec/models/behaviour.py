@@ -289,6 +289,8 @@ class BehaviourModel(nn.Module):
                                        "which sizes the ID model")
             embed_std = float(backbone.get_input_embeddings().weight.detach().float().std())
             self.collab = CollabTokens(collab, hidden, embed_std, tune=cfg.collab_tune)
+            # False while a two-stage schedule trains the language model on the text alone.
+            self.collab_active = True
         elif collab is not None:
             raise PetrecModelError("a CollabSpec was given to a model built without model.collab_tokens")
         # Accelerate's FSDP transformer-based auto-wrap reads this from the top-level model.
@@ -469,7 +471,47 @@ class BehaviourModel(nn.Module):
                 f"this model reads collaborative tokens (model.collab_tokens): pass {', '.join(missing)} "
                 "(petrec.models.collab.CollabSpec.columns)"
             )
-        return collab(*inputs)
+        return collab(*inputs) if self.collab_active else None
+
+    def collab_stage(self, stage: int) -> None:
+        """Set up one stage of the two-stage collaborative schedule (recipe ``collab_schedule: two_stage``).
+
+        Stage 1 trains the language model on the text alone: the tokens are left out and the
+        token model (projector, role vectors, ID model) is frozen. Stage 2 trains the token
+        model only (the ID model only with ``collab_tune``): the adapter and head stay as stage 1
+        left them, and so does a stacked prior's fitted count model (its two fusion numbers stay
+        settable, as :meth:`PriorHead.freeze_fit` leaves them). Call :meth:`restore_trainable`
+        afterwards to get the attach-time trainable set back (for reports and saving).
+
+        Raises:
+            PetrecModelError: A model without collaborative tokens, or a stage other than 1 or 2.
+        """
+        collab = getattr(self, "collab", None)
+        if collab is None or stage not in (1, 2):
+            raise PetrecModelError(f"collab_stage({stage!r}): needs a model with model.collab_tokens and stage 1 or 2")
+        if not hasattr(self, "_trainable_before_stages"):
+            self._trainable_before_stages = {n: p.requires_grad for n, p in self.named_parameters()}
+        before = self._trainable_before_stages
+        self.collab_active = stage == 2
+        for name, param in self.named_parameters():
+            # Names may carry peft's "modules_to_save.<adapter>." wrapper inside a head.
+            in_collab = name.startswith("collab.")
+            if stage == 1:
+                param.requires_grad_(before[name] and not in_collab)
+            else:
+                tokens = in_collab and (self.cfg.collab_tune or ".id_model." not in name)
+                fusion = name.startswith("prior.") and name.rsplit(".", 1)[-1].startswith("fusion_")
+                param.requires_grad_(before[name] and (tokens or fusion))
+
+    def restore_trainable(self) -> None:
+        """Undo :meth:`collab_stage`: the trainable set of before the first stage, tokens on."""
+        before = getattr(self, "_trainable_before_stages", None)
+        if before is not None:
+            for name, param in self.named_parameters():
+                param.requires_grad_(before[name])
+            del self._trainable_before_stages
+        if getattr(self, "collab", None) is not None:
+            self.collab_active = True
 
     def _add_prior(self, logits: torch.Tensor, features: torch.Tensor | None
                    ) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -19,6 +19,7 @@ trained adapter and head instead of fresh ones (same base, method and task).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import json
 import os
@@ -96,6 +97,14 @@ class FinetuneConfig:
     ``heldout`` = the training block's examples the language model does not train on (its own
     examples' tokens then come from a model that never saw their labels); ``train`` = the language
     model's own training examples. Either way no valid or test label is read."""
+    collab_schedule: Literal["joint", "two_stage"] = "joint"
+    """With ``model.collab_tokens``: ``joint`` trains the token projector together with the method's
+    adapter and head; ``two_stage`` (CoLLM's schedule) first trains the adapter and head on the text
+    alone (tokens left out, ``train.epochs``), then freezes them and trains the projector with the
+    tokens in (``collab_projector_epochs``). The checkpoint kept is stage 2's best by validation;
+    metrics.json's ``collab.stage1`` holds stage 1's best (the text-only model of the same run)."""
+    collab_projector_epochs: int | None = None
+    """``collab_schedule: two_stage``: epochs of stage 2 (None = ``train.epochs``)."""
     init_adapter: str | None = None
     """Continual fine-tuning: start from an earlier run's trained weights instead of fresh ones. A run
     folder (holding ``adapter/``) or a saved adapter folder (holding ``petrec_adapter.json``) of the
@@ -109,6 +118,13 @@ class FinetuneConfig:
             raise ValueError("max_length must be ≥ 8 and item_max_length ≥ 4")
         if self.data.task != self.model.task:
             raise ValueError(f"data.task={self.data.task!r} and model.task={self.model.task!r} differ")
+        if self.collab_schedule == "two_stage" and not self.model.collab_tokens:
+            raise ValueError("collab_schedule: two_stage needs model.collab_tokens: true")
+        if self.collab_projector_epochs is not None and (
+                isinstance(self.collab_projector_epochs, bool) or not isinstance(self.collab_projector_epochs, int)
+                or self.collab_projector_epochs < 1):
+            raise ValueError(f"collab_projector_epochs: expected an integer ≥ 1 or null, got "
+                             f"{self.collab_projector_epochs!r}")
 
 
 #: What running the recipe without ``--config`` adds to :class:`FinetuneConfig`'s defaults. Until
@@ -345,8 +361,21 @@ def main(argv: list[str] | None = None) -> dict:
     evaluate_fn = evaluator_for(cfg.data.task, item_loader)
     # Stacked fusion fits its mix on the validation split at every evaluation, never on test.
     valid_fn = functools.partial(evaluate_fn, calibrate=True) if stacked else evaluate_fn
-    result = train(model, loader("train", True), loader("valid", False), cfg.train, evaluate_fn=valid_fn,
+    stage1 = None
+    if cfg.collab_schedule == "two_stage":  # stage 1: the text alone, in its own folder (no adapter saved)
+        model.collab_stage(1)
+        stage1 = train(model, loader("train", True), loader("valid", False),
+                       dataclasses.replace(cfg.train, output_dir=str(out / "stage1")), evaluate_fn=valid_fn,
+                       accelerator=accelerator, tracker_config=to_dict(cfg))
+        accelerator.print(f"stage 1 (text alone): best valid {cfg.train.metric_for_best} {stage1.best_metric} "
+                          f"at step {stage1.best_step}; stage 2 trains the token projector")
+        model.collab_stage(2)
+    stage_cfg = cfg.train if stage1 is None else dataclasses.replace(
+        cfg.train, epochs=cfg.collab_projector_epochs or cfg.train.epochs)
+    result = train(model, loader("train", True), loader("valid", False), stage_cfg, evaluate_fn=valid_fn,
                    accelerator=accelerator, save_best=petrec.save_adapter, tracker_config=to_dict(cfg))
+    if stage1 is not None:
+        accelerator.unwrap_model(model).restore_trainable()
 
     # 5. Test the best weights; time inference.
     test_metrics, infer_per_s = {}, 0.0
@@ -381,7 +410,14 @@ def main(argv: list[str] | None = None) -> dict:
         metrics["collab"] = {"encoder": collab.encoder, "fit": collab.fit, "fitted_on": collab.fitted_on,
                              "id_model_heldout": collab.id_metrics, "vocab_items": len(collab.items),
                              "id_model_valid_auc": id_alone["valid"].get("auc"),
-                             "id_model_test_auc": id_alone["test"].get("auc")}
+                             "id_model_test_auc": id_alone["test"].get("auc"), "schedule": cfg.collab_schedule}
+        if stage1 is not None:  # the same run's text-only model, before the projector trained
+            metrics["collab"]["stage1"] = {
+                "valid_best": {"metric": cfg.train.metric_for_best, "value": stage1.best_metric,
+                               "step": stage1.best_step},
+                "steps": stage1.global_step, "wall_seconds": stage1.wall_seconds}
+            metrics["steps"] = stage1.global_step + result.global_step
+            metrics["wall_seconds"] = stage1.wall_seconds + result.wall_seconds
     if accelerator.is_main_process:
         petrec.save_adapter(accelerator.unwrap_model(model), out / "adapter")
         write_json_atomic(out / "metrics.json", metrics, default=float)

@@ -106,3 +106,55 @@ def test_a_collab_run_exports_with_its_spec(finetune: ModuleType, tiny_bert: Pat
     manifest = export_run(out, tmp_path / "export", notice=None)
     assert manifest.inputs["collab_tokens"]["file"] == COLLAB_FILE
     assert load_export(tmp_path / "export").collab == CollabSpec.load(out)
+
+
+def test_two_stage_trains_the_text_first_then_only_the_projector(
+    finetune: ModuleType, tiny_bert: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_train = finetune.train
+    snapshots: list[dict] = []
+
+    def spy(model, *args, **kwargs):
+        inner = getattr(model, "base_model", model)
+        inner = getattr(inner, "model", inner)
+        def snap() -> dict:
+            return {n: p.detach().clone() for n, p in model.named_parameters()}
+        snapshots.append({"active": inner.collab_active, "before": snap(),
+                          "trainable": {n for n, p in model.named_parameters() if p.requires_grad}})
+        result = real_train(model, *args, **kwargs)
+        snapshots[-1]["after"] = snap()
+        return result
+
+    monkeypatch.setattr(finetune, "train", spy)
+    out = tmp_path / "run"
+    metrics = _run(finetune, tiny_bert, out, "--train.max_steps", "2", "--collab_schedule", "two_stage")
+    assert len(snapshots) == 2
+    one, two = snapshots
+    assert one["active"] is False and two["active"] is True  # stage 1 reads the text alone
+    assert not any(n.startswith("collab.") or ".collab." in n for n in one["trainable"])
+    assert two["trainable"] and all("collab" in n and ".id_model." not in n for n in two["trainable"])
+
+    def changed(stage: dict, part: str) -> list[str]:
+        return [n for n in stage["before"] if part in n and not (stage["before"][n] == stage["after"][n]).all()]
+
+    assert changed(one, "lora_") and not changed(one, "collab")  # stage 1: adapter yes, tokens no
+    assert changed(two, "collab") and not changed(two, "lora_")  # stage 2: the projector only
+    assert not changed(two, "head")
+    assert metrics["collab"]["schedule"] == "two_stage" and metrics["steps"] == 4
+    assert metrics["collab"]["stage1"]["steps"] == 2 and 0 < metrics["collab"]["stage1"]["valid_best"]["value"] < 1
+    assert metrics["trainable_params"] > 0 and (out / "stage1").is_dir()
+    # what was saved is the whole adapter (attach-time trainable set), reloadable to the same scores
+    run = load_run(out)
+    data = finetune.prepare(run.data)
+    scores = score_examples(run, data.splits["test"], items=data.items)
+    assert roc_auc_score(np.asarray(data.splits["test"]["label"]), scores) == pytest.approx(
+        metrics["test"]["auc"], abs=2e-4)
+
+
+def test_two_stage_needs_collab_tokens() -> None:
+    from petrec.recipes.finetune import FinetuneConfig
+
+    with pytest.raises(ValueError, match=r"collab_schedule: two_stage needs model\.collab_tokens"):
+        FinetuneConfig(collab_schedule="two_stage")
+    with pytest.raises(ValueError, match="collab_projector_epochs: expected an integer ≥ 1"):
+        FinetuneConfig(collab_projector_epochs=0)
