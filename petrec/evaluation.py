@@ -18,7 +18,7 @@ from torch import nn
 from petrec import metrics as M
 from petrec.collate import COLLAB_COLUMNS
 from petrec.debias import DEBIAS_COLUMNS, pointwise_breakdown, ranking_breakdown
-from petrec.fusion import fit_fusion
+from petrec.fusion import fit_fusion, fit_fusion_weights
 
 #: ``(model, prepared_loader, accelerator) -> {metric name: value}``; the first key is the
 #: task's default model-selection metric.
@@ -35,8 +35,9 @@ def higher_is_better(metric: str) -> bool:
 
 #: Batch keys a :class:`petrec.models.BehaviourModel` reads (``features`` only with a behaviour prior).
 MODEL_INPUTS = ("input_ids", "attention_mask", "features", *COLLAB_COLUMNS)
-#: The two scores a stacked-fusion model outputs beside its fused one (petrec.fusion).
-FUSION_PARTS = ("lm_logits", "prior_logits")
+#: The scores a stacked-fusion model outputs beside its fused one (petrec.fusion); the ID model's
+#: only with ``model.collab_in_fusion``.
+FUSION_PARTS = ("lm_logits", "prior_logits", "collab_logits")
 
 
 def predict_scores(model: nn.Module, loader: Any, accelerator: Accelerator,
@@ -97,14 +98,27 @@ def _fused(model: nn.Module, accelerator: Accelerator, task: str, preds: np.ndar
     if not calibrate or len(parts) < 2:
         return preds, {}
     lm, prior = parts["lm_logits"], parts["prior_logits"]
-    weight, bias = fit_fusion(lm, prior, targets, task)
-    accelerator.unwrap_model(model).prior.set_fusion(weight, bias)
-    if task == "ctr":
-        alone = M.compute_ctr(targets.astype(np.int64), lm, from_logits=True)
-    else:
-        alone = M.compute_rating(targets, lm)
-    first = next(iter(alone))
-    return prior + weight * lm + bias, {f"lm_{first}": alone[first], "fusion_weight": weight, "fusion_bias": bias}
+    collab = parts.get("collab_logits")
+
+    def alone(scores: np.ndarray) -> tuple[str, float]:
+        """The task's first metric of one part on its own."""
+        if task == "ctr":
+            metrics = M.compute_ctr(targets.astype(np.int64), scores, from_logits=True)
+        else:
+            metrics = M.compute_rating(targets, scores)
+        first = next(iter(metrics))
+        return first, metrics[first]
+
+    name, lm_alone = alone(lm)
+    if collab is None:
+        weight, bias = fit_fusion(lm, prior, targets, task)
+        accelerator.unwrap_model(model).prior.set_fusion(weight, bias)
+        return prior + weight * lm + bias, {f"lm_{name}": lm_alone, "fusion_weight": weight, "fusion_bias": bias}
+    (weight, collab_weight), bias = fit_fusion_weights(np.stack([lm, collab], axis=1), prior, targets, task)
+    accelerator.unwrap_model(model).prior.set_fusion(float(weight), bias, float(collab_weight))
+    return prior + weight * lm + collab_weight * collab + bias, {
+        f"lm_{name}": lm_alone, f"collab_{name}": alone(collab)[1], "fusion_weight": float(weight),
+        "fusion_collab_weight": float(collab_weight), "fusion_bias": bias}
 
 
 def evaluate_ctr(model: nn.Module, loader: Any, accelerator: Accelerator,

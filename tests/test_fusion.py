@@ -110,3 +110,19 @@ def test_calibrating_rating_evaluator_reports_the_lm_alone() -> None:
     model = _Stacked()
     out = evaluate_rating(model, _batches(lm, prior, targets), Accelerator(cpu=True), calibrate=True)
     assert out["fusion_weight"] == pytest.approx(0.5, abs=0.05) and out["rmse"] < 0.15 < out["lm_rmse"]
+
+
+def test_two_part_fit_recovers_both_weights_and_one_part_matches_fit_fusion() -> None:
+    from petrec.fusion import fit_fusion_weights
+
+    rng = np.random.default_rng(3)
+    n = 40_000
+    lm, collab, prior = rng.normal(size=n), rng.normal(size=n), rng.normal(size=n)
+    labels = (rng.random(n) < 1 / (1 + np.exp(-(prior + 0.5 * lm + 1.2 * collab - 0.2)))).astype(float)
+    weights, bias = fit_fusion_weights(np.stack([lm, collab], axis=1), prior, labels, "ctr")
+    assert weights == pytest.approx([0.5, 1.2], abs=0.06) and bias == pytest.approx(-0.2, abs=0.05)
+    one, b1 = fit_fusion_weights(lm[:, None], prior, labels, "ctr")
+    assert (float(one[0]), b1) == fit_fusion(lm, prior, labels, "ctr")
+    # a constant part gets no weight, the other is still fitted
+    weights, _ = fit_fusion_weights(np.stack([np.full(n, 0.3), collab], axis=1), prior, labels, "ctr")
+    assert weights[0] == 0.0 and weights[1] > 0.8

@@ -50,6 +50,9 @@ BASELINE_DESCRIPTIONS: dict[str, str] = {
                       "fitted on the k examples), i.e. the prior head's warm start without a language model",
     "collab-id": "the ID model behind collaborative tokens, alone: GRU4Rec-ctr (width 64) fitted on the training "
                  "block's examples outside the k (collab_fit: heldout), early-stopped on a tenth of them",
+    "prior-collab": "prior-features and collab-id stacked without a language model: prior + w * ID logit + b, "
+                    "w and b fitted on the validation split (petrec.fusion), the ablation of "
+                    "model.collab_in_fusion's mix without its language-model term",
 }
 
 
@@ -136,7 +139,7 @@ STATS_BASELINES: dict[str, Callable[[Any, ItemStats], tuple[Callable[[np.ndarray
 #: statistics scorers above and the ID-based sequence models of :mod:`petrec.bench.id_baselines`.
 BASELINES: dict[str, str] = {**BASELINE_DESCRIPTIONS, **ID_BASELINE_DESCRIPTIONS}
 #: Baselines that train an ID-based sequence model (the rest are plain statistics / a count model).
-TRAINED_BASELINES = frozenset({*ID_BASELINE_DESCRIPTIONS, "collab-id"})
+TRAINED_BASELINES = frozenset({*ID_BASELINE_DESCRIPTIONS, "collab-id", "prior-collab"})
 
 
 _CACHE: dict[str, Any] = {}
@@ -223,6 +226,26 @@ def _collab_id(splits: Any, data_cfg: Any, prepare: Callable[[Any], Any]) -> dic
     return out
 
 
+def _prior_collab(splits: Any, block: Any, data_cfg: Any, prepare: Callable[[Any], Any]) -> dict[str, Any]:
+    """The ``prior-collab`` row: the two rows above mixed on validation, as the stacked model mixes them."""
+    from petrec.fusion import fit_fusion
+    from petrec.metrics import compute_ctr
+
+    prior, ids = _prior_features(splits, block), _collab_id(splits, data_cfg, prepare)
+    y = {split: _labels(splits[split]).astype(np.int64) for split in ("valid", "test")}
+    weight, bias = fit_fusion(ids[SCORES_KEY]["valid"], prior[SCORES_KEY]["valid"], y["valid"], "ctr")
+    out: dict[str, Any] = {SCORES_KEY: {}}
+    for split in ("valid", "test"):
+        out[SCORES_KEY][split] = prior[SCORES_KEY][split] + weight * ids[SCORES_KEY][split] + bias
+        out[split] = compute_ctr(y[split], out[SCORES_KEY][split], from_logits=True)
+    out["valid"].update(fusion_collab_weight=weight, fusion_bias=bias)
+    out["valid_best"] = {"metric": "auc", "value": out["valid"].get("auc"), "step": 0}
+    out.update(trainable_params=prior["trainable_params"] + ids["trainable_params"] + 2, total_params=None,
+               trainable_percent=None, steps=0, labels=[f"baseline: {BASELINE_DESCRIPTIONS['prior-collab']}"],
+               train_examples=len(splits["train"]), item_stat_examples=len(block), id_heldout=ids["id_heldout"])
+    return out
+
+
 def run_baseline(name: str, config: dict[str, Any]) -> dict[str, Any]:
     """Compute one baseline on the data a run config describes (its ``data`` section).
 
@@ -260,6 +283,8 @@ def run_baseline(name: str, config: dict[str, Any]) -> dict[str, Any]:
         return _add_breakdowns(_prior_features(splits, block), data, data_cfg, debias)
     if name == "collab-id":
         return _add_breakdowns(_collab_id(splits, data_cfg, prepare), data, data_cfg, debias)
+    if name == "prior-collab":
+        return _add_breakdowns(_prior_collab(splits, block, data_cfg, prepare), data, data_cfg, debias)
     stats = ItemStats.from_split(list(block["item_id"]), [int(v) for v in block["label"]])
     score, n_params = STATS_BASELINES[name](splits["train"], stats)
     out: dict[str, Any] = {SCORES_KEY: {}}

@@ -57,6 +57,8 @@ class BehaviourOutput(ModelOutput):
         lm_logits: Stacked fusion (``model.prior_fusion: stacked``) only: the language model's
             own ``(batch,)`` scores, before they are mixed with the prior.
         prior_logits: Stacked fusion only: the prior head's ``(batch,)`` scores.
+        collab_logits: Stacked fusion with ``model.collab_in_fusion`` only: the collaborative
+            tokens' ID model's own ``(batch,)`` click logits.
     """
 
     loss: torch.Tensor | None = None
@@ -65,6 +67,7 @@ class BehaviourOutput(ModelOutput):
     item_embeddings: torch.Tensor | None = None
     lm_logits: torch.Tensor | None = None
     prior_logits: torch.Tensor | None = None
+    collab_logits: torch.Tensor | None = None
 
 
 def _compact(ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -175,18 +178,23 @@ class PriorHead(nn.Module):
         n_features: Width of the feature vector (:data:`petrec.data.features.FEATURE_NAMES`).
         hidden: Width of the MLP branch; 0 = linear only.
         stacked: Hold the two numbers of stacked fusion (``fusion_weight``, ``fusion_bias``).
+        collab: Stacked only: also hold the ID model's weight in the mix (``fusion_collab_weight``,
+            ``model.collab_in_fusion``).
     """
 
-    def __init__(self, n_features: int, hidden: int, *, stacked: bool = False) -> None:
+    def __init__(self, n_features: int, hidden: int, *, stacked: bool = False, collab: bool = False) -> None:
         super().__init__()
         self.linear = nn.Linear(n_features, 1)
         # Stacked fusion (petrec.fusion): the language model's weight and a shift, fitted on
         # the validation split, never by the optimizer (the training loss does not read them).
         self.fusion_weight: nn.Parameter | None = None
         self.fusion_bias: nn.Parameter | None = None
+        self.fusion_collab_weight: nn.Parameter | None = None
         if stacked:
             self.fusion_weight = nn.Parameter(torch.zeros(()))
             self.fusion_bias = nn.Parameter(torch.zeros(()))
+            if collab:
+                self.fusion_collab_weight = nn.Parameter(torch.zeros(()))
         self.mlp: nn.Module | None = None
         if hidden:
             last = nn.Linear(hidden, 1)
@@ -230,12 +238,20 @@ class PriorHead(nn.Module):
             param.requires_grad_(name.startswith("fusion_"))
 
     @torch.no_grad()
-    def set_fusion(self, weight: float, bias: float) -> None:
-        """Store the stacked-fusion numbers (:func:`petrec.fusion.fit_fusion`)."""
+    def set_fusion(self, weight: float, bias: float, collab_weight: float | None = None) -> None:
+        """Store the stacked-fusion numbers (:func:`petrec.fusion.fit_fusion` / ``fit_fusion_weights``)."""
         if self.fusion_weight is None or self.fusion_bias is None:
             raise PetrecModelError("set_fusion: this prior head was built without stacked fusion")
+        if (collab_weight is None) != (self.fusion_collab_weight is None):
+            raise PetrecModelError("set_fusion: collab_weight goes with, and only with, model.collab_in_fusion")
         self.fusion_weight.fill_(weight)
         self.fusion_bias.fill_(bias)
+        if collab_weight is not None:
+            self.fusion_collab_weight.fill_(collab_weight)
+
+    def fusion_numbers(self) -> list[nn.Parameter]:
+        """The stacked-fusion parameters this head holds (empty for joint fusion)."""
+        return [p for p in (self.fusion_weight, self.fusion_bias, self.fusion_collab_weight) if p is not None]
 
 
 class BehaviourModel(nn.Module):
@@ -274,7 +290,8 @@ class BehaviourModel(nn.Module):
             from petrec.data.features import FEATURE_NAMES
 
             stacked = cfg.prior_fusion == "stacked"
-            self.prior = PriorHead(len(FEATURE_NAMES), cfg.prior_hidden, stacked=stacked)
+            self.prior = PriorHead(len(FEATURE_NAMES), cfg.prior_hidden, stacked=stacked,
+                                   collab=cfg.collab_in_fusion)
             # Stacked: the language model trains on its own, from its usual start (weight 0 = the
             # model starts as the prior all the same).
             if cfg.scoring == "head" and not stacked:
@@ -419,7 +436,7 @@ class BehaviourModel(nn.Module):
             :class:`BehaviourOutput` (``loss`` is None without targets).
         """
         del history_index
-        soft = self._soft_tokens(collab_history_ids, collab_history_feedback, collab_item_ids)
+        soft, id_logits = self._soft_tokens(collab_history_ids, collab_history_feedback, collab_item_ids)
         if self.cfg.task == "next_item":
             negatives = None
             if negative_input_ids is not None:
@@ -433,7 +450,7 @@ class BehaviourModel(nn.Module):
                 negatives,
             )  # fmt: skip
         lm_logits = self._head_out(input_ids, attention_mask, soft).squeeze(-1).float()
-        logits, prior_logits = self._add_prior(lm_logits, features)
+        logits, prior_logits = self._add_prior(lm_logits, features, id_logits)
         stacked = prior_logits is not None and self.prior.fusion_weight is not None
         loss = None
         if labels is not None:
@@ -451,27 +468,33 @@ class BehaviourModel(nn.Module):
             if stacked and self.prior.fusion_weight.requires_grad:
                 # A zero gradient, not none: DDP expects every trainable parameter in the backward
                 # pass; AdamW leaves a parameter whose gradients are all zero where it is.
-                loss = loss + 0.0 * (self.prior.fusion_weight + self.prior.fusion_bias)
+                loss = loss + 0.0 * sum(self.prior.fusion_numbers())
         if not stacked:
             return BehaviourOutput(loss=loss, logits=logits)
         return BehaviourOutput(loss=loss, logits=logits, lm_logits=lm_logits.detach(),
-                               prior_logits=prior_logits.detach())
+                               prior_logits=prior_logits.detach(),
+                               collab_logits=None if id_logits is None else id_logits.detach().float())
 
-    def _soft_tokens(self, *inputs: torch.Tensor | None) -> torch.Tensor | None:
-        """The batch's collaborative tokens (None for a model without them)."""
+    def _soft_tokens(self, *inputs: torch.Tensor | None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The batch's collaborative tokens and, with ``model.collab_in_fusion``, the ID model's
+        logits (None for a model without them, or while a two-stage schedule leaves them out)."""
         collab = getattr(self, "collab", None)
         given = [name for name, value in zip(COLLAB_COLUMNS, inputs, strict=True) if value is not None]
         if collab is None:
             if given:
                 raise PetrecModelError(f"{', '.join(given)} given to a model built without model.collab_tokens")
-            return None
+            return None, None
         if len(given) != len(COLLAB_COLUMNS):
             missing = [name for name in COLLAB_COLUMNS if name not in given]
             raise PetrecModelError(
                 f"this model reads collaborative tokens (model.collab_tokens): pass {', '.join(missing)} "
                 "(petrec.models.collab.CollabSpec.columns)"
             )
-        return collab(*inputs) if self.collab_active else None
+        if not self.collab_active:
+            return None, None
+        if self.cfg.collab_in_fusion:
+            return collab.tokens_and_logits(*inputs)
+        return collab(*inputs), None
 
     def collab_stage(self, stage: int) -> None:
         """Set up one stage of the two-stage collaborative schedule (recipe ``collab_schedule: two_stage``).
@@ -513,7 +536,7 @@ class BehaviourModel(nn.Module):
         if getattr(self, "collab", None) is not None:
             self.collab_active = True
 
-    def _add_prior(self, logits: torch.Tensor, features: torch.Tensor | None
+    def _add_prior(self, logits: torch.Tensor, features: torch.Tensor | None, id_logits: torch.Tensor | None = None
                    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``(model scores, prior scores)``: the language model's ``logits`` combined with the prior's."""
         prior = getattr(self, "prior", None)
@@ -532,8 +555,10 @@ class BehaviourModel(nn.Module):
                 f"got {tuple(features.shape)}"
             )
         prior_logits = prior(features.to(prior.linear.weight.dtype)).float()
-        if prior.fusion_weight is not None:  # stacked: prior + weight * lm + bias
+        if prior.fusion_weight is not None:  # stacked: prior + weight * lm (+ w_id * id) + bias
             fused = prior_logits + prior.fusion_weight.float() * logits + prior.fusion_bias.float()
+            if prior.fusion_collab_weight is not None and id_logits is not None:
+                fused = fused + prior.fusion_collab_weight.float() * id_logits.float()
             return fused, prior_logits
         return logits + prior_logits, prior_logits
 

@@ -199,11 +199,18 @@ class CollabTokens(nn.Module):
             history_feedback: ``(B, history_len)`` like / dislike tokens.
             item_ids: ``(B,)`` candidate ID tokens.
         """
+        return self.tokens_and_logits(history_ids, history_feedback, item_ids)[0]
+
+    def tokens_and_logits(self, history_ids: torch.Tensor, history_feedback: torch.Tensor,
+                          item_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The soft tokens (as :meth:`forward`) and the ID model's own ``(B,)`` click logits, from
+        one pass of the ID model (``model.collab_in_fusion`` mixes those logits in)."""
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.tune):
             emb, user, item = self.id_model.represent(history_ids, history_feedback, item_ids)
+            id_logits = self.id_model.score(user, item)
         x = torch.cat([emb + self.role[_HISTORY], (user + self.role[_USER]).unsqueeze(1),
                        (item + self.role[_CANDIDATE]).unsqueeze(1)], dim=1)
-        return self.proj(x.to(self.role.dtype))
+        return self.proj(x.to(self.role.dtype)), id_logits
 
 
 def insert_tokens(embeds: torch.Tensor, mask: torch.Tensor, tokens: torch.Tensor, *,

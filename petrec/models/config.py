@@ -96,6 +96,10 @@ class ModelConfig:
     collab_tune: bool = False
     """With ``collab_tokens``: train the ID model with the adapter (``true``) or keep it as fitted
     (``false``, the default: only the projector learns to read it)."""
+    collab_in_fusion: bool = False
+    """With ``collab_tokens`` and ``prior_fusion: stacked``: the ID model's own click logit joins the
+    stacked mix with a weight of its own, ``prior + w_lm * lm + w_id * id + bias``, all fitted on the
+    validation split (:func:`petrec.fusion.fit_fusion_weights`)."""
     scoring: Scoring = "head"
     """ctr / rating: ``head`` = a new linear head on the pooled state; ``answer`` = a decoder's
     own next-token scores of the answer words after the prompt (TALLRec): ctr = logit of "Yes"
@@ -137,6 +141,12 @@ class ModelConfig:
         _check_choice("collab_encoder", self.collab_encoder, get_args(CollabEncoder))
         if isinstance(self.collab_dim, bool) or not isinstance(self.collab_dim, int) or self.collab_dim < 1:
             raise PetrecModelError(f"model.collab_dim: expected an integer >= 1, got {self.collab_dim!r}")
+        if self.collab_in_fusion and not (self.collab_tokens and self.behaviour_prior
+                                          and self.prior_fusion == "stacked"):
+            raise PetrecModelError(
+                "model.collab_in_fusion adds the ID model's logit to the stacked mix: it needs "
+                "model.collab_tokens: true, model.behaviour_prior: true and model.prior_fusion: stacked"
+            )
         if self.collab_tokens and self.task != "ctr":
             raise PetrecModelError(
                 f"model.collab_tokens applies to ctr models (the ID model reads like / dislike "

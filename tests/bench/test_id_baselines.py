@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -115,3 +116,32 @@ def test_collab_id_is_the_recipes_id_model_fitted_outside_the_k_examples() -> No
     assert info["collab"] == {"fit": "heldout"}  # the runner keeps a run's collab block
     with pytest.raises(BaselineError, match=r"collab-id: .*expected at least 100"):
         run_baseline("collab-id", {"data": {**SYNTH, "synthetic_users": 20}})
+
+
+def test_prior_collab_mixes_prior_features_and_collab_id_on_validation() -> None:
+    from petrec.fusion import fit_fusion
+
+    data = {**SYNTH, "synthetic_users": 200, "synthetic_items": 60}
+    mixed = run_baseline("prior-collab", {"data": data, "debias": {"enabled": False}})
+    prior = run_baseline("prior-features", {"data": data, "debias": {"enabled": False}})
+    ids = run_baseline("collab-id", {"data": data, "debias": {"enabled": False}})
+    assert mixed["trainable_params"] == prior["trainable_params"] + ids["trainable_params"] + 2
+    w, b = mixed["valid"]["fusion_collab_weight"], mixed["valid"]["fusion_bias"]
+    assert np.isfinite([w, b]).all()
+    # the validation mix can only help the in-sample validation fit over the prior alone
+    assert mixed["valid"]["logloss"] <= prior["valid"]["logloss"] + 1e-9
+    assert "fusion_collab_weight" not in mixed["test"]
+    # test scores = prior + w * ID logit + b with validation's (w, b), recomputed from the two rows' scores
+    from sklearn.metrics import roc_auc_score
+
+    import petrec.bench.baselines as B
+    from petrec.data import DataConfig, prepare
+
+    cfg = DataConfig(**data)
+    splits = prepare(cfg).splits
+    block = prepare(DataConfig(**{**data, "few_shot_k": None})).splits["train"]
+    p, i = B._prior_features(splits, block)[B.SCORES_KEY], B._collab_id(splits, cfg, prepare)[B.SCORES_KEY]
+    y = np.asarray(splits["valid"]["label"])
+    assert (w, b) == pytest.approx(fit_fusion(i["valid"], p["valid"], y, "ctr"))
+    auc = roc_auc_score(np.asarray(splits["test"]["label"]), p["test"] + w * i["test"] + b)
+    assert mixed["test"]["auc"] == pytest.approx(auc, abs=1e-9)

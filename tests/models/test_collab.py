@@ -167,3 +167,26 @@ def test_answer_scoring_reads_the_tokens_at_the_prompts_last_position(tiny_llama
                        **{k: v[1:2] for k, v in inputs.items()}).logits
     torch.testing.assert_close(both[1:], second, atol=1e-5, rtol=1e-4)
     assert {n.split(".")[0] for n, p in model.named_parameters() if p.requires_grad} == {"backbone", "head", "collab"}
+
+
+def test_collab_in_fusion_mixes_the_id_models_own_logit(tiny_dirs: dict[str, Path]) -> None:
+    from petrec.data.features import FEATURE_NAMES
+    from petrec.models import ModelConfig, build_model
+
+    s = spec()
+    cfg = ModelConfig(backbone=str(tiny_dirs["bert"]), collab_tokens=True, collab_dim=8, dropout=0.0,
+                      behaviour_prior=True, prior_fusion="stacked", collab_in_fusion=True)
+    model = build_model(cfg, collab=s).eval()
+    inputs = dict(zip(COLLAB_COLUMNS, _inputs(s), strict=True))
+    features = torch.randn(3, len(FEATURE_NAMES))
+    ids, mask = torch.tensor([[2, 5, 6, 3]] * 3), torch.ones(3, 4, dtype=torch.long)
+    with torch.no_grad():
+        own = model.collab.id_model(*_inputs(s)).logits  # the ID model alone, on the same rows
+        model.prior.set_fusion(0.5, -0.1, 2.0)
+        out = model(input_ids=ids, attention_mask=mask, features=features, **inputs)
+    torch.testing.assert_close(out.collab_logits, own.float())
+    torch.testing.assert_close(out.logits, out.prior_logits + 0.5 * out.lm_logits + 2.0 * own.float() - 0.1)
+    with pytest.raises(PetrecModelError, match="collab_weight goes with, and only with"):
+        model.prior.set_fusion(0.5, 0.0)
+    with pytest.raises(PetrecModelError, match="collab_in_fusion adds the ID model's logit"):
+        ModelConfig(collab_tokens=True, collab_in_fusion=True)

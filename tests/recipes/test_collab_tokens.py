@@ -158,3 +158,24 @@ def test_two_stage_needs_collab_tokens() -> None:
         FinetuneConfig(collab_schedule="two_stage")
     with pytest.raises(ValueError, match="collab_projector_epochs: expected an integer ≥ 1"):
         FinetuneConfig(collab_projector_epochs=0)
+
+
+def test_collab_in_fusion_fits_the_id_weight_on_validation_and_reloads(
+    finetune: ModuleType, tiny_bert: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    metrics = _run(finetune, tiny_bert, out, "--train.max_steps", "2", "--model.behaviour_prior", "true",
+                   "--model.prior_fusion", "stacked", "--model.collab_in_fusion", "true",
+                   "--train.eval_at_start", "true")
+    valid = metrics["valid"]
+    assert {"fusion_weight", "fusion_collab_weight", "fusion_bias", "lm_auc", "collab_auc"} <= set(valid)
+    assert "fusion_collab_weight" not in metrics["test"]  # test is scored with the validation's mix
+    # the ID model alone on validation is the recipe's own reference number for it
+    assert valid["collab_auc"] == pytest.approx(metrics["collab"]["id_model_valid_auc"], abs=1e-6)
+    run = load_run(out)
+    assert float(run.model.prior.fusion_collab_weight.detach()) == pytest.approx(valid["fusion_collab_weight"],
+                                                                                  abs=1e-6)
+    data = finetune.prepare(run.data)
+    scores = score_examples(run, data.splits["test"], items=data.items)
+    assert roc_auc_score(np.asarray(data.splits["test"]["label"]), scores) == pytest.approx(
+        metrics["test"]["auc"], abs=2e-4)

@@ -310,11 +310,15 @@ class SequenceCTR(nn.Module):
             if t.numel() and (int(t.max()) >= self.n_tokens or int(t.min()) < 0):
                 raise ValueError(f"{name} holds a token outside [0, {self.n_tokens})")
         _, h, e = self.represent(ids, fb, item_ids)
-        logits = self.head(torch.cat([h, e, h * e], -1)).squeeze(-1)
+        logits = self.score(h, e)
         loss = None
         if labels is not None:
             loss = F.binary_cross_entropy_with_logits(logits.float(), labels.float().reshape(-1))
         return CTROutput(logits=logits, loss=loss)
+
+    def score(self, user: torch.Tensor, item: torch.Tensor) -> torch.Tensor:
+        """``(B,)`` click logits from :meth:`represent`'s user state and candidate embedding."""
+        return self.head(torch.cat([user, item, user * item], -1)).squeeze(-1)
 
     def represent(self, history_ids: torch.Tensor, history_feedback: torch.Tensor,
                   item_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
