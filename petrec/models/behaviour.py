@@ -242,12 +242,13 @@ class PriorHead(nn.Module):
         """Store the stacked-fusion numbers (:func:`petrec.fusion.fit_fusion` / ``fit_fusion_weights``)."""
         if self.fusion_weight is None or self.fusion_bias is None:
             raise PetrecModelError("set_fusion: this prior head was built without stacked fusion")
-        if (collab_weight is None) != (self.fusion_collab_weight is None):
-            raise PetrecModelError("set_fusion: collab_weight goes with, and only with, model.collab_in_fusion")
+        if collab_weight is not None and self.fusion_collab_weight is None:
+            raise PetrecModelError("set_fusion: collab_weight needs a head built with model.collab_in_fusion")
         self.fusion_weight.fill_(weight)
         self.fusion_bias.fill_(bias)
-        if collab_weight is not None:
-            self.fusion_collab_weight.fill_(collab_weight)
+        if self.fusion_collab_weight is not None:
+            # None = a mix fitted without the ID model's logit (stage 1 of a two-stage schedule).
+            self.fusion_collab_weight.fill_(0.0 if collab_weight is None else collab_weight)
 
     def fusion_numbers(self) -> list[nn.Parameter]:
         """The stacked-fusion parameters this head holds (empty for joint fusion)."""

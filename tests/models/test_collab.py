@@ -186,7 +186,11 @@ def test_collab_in_fusion_mixes_the_id_models_own_logit(tiny_dirs: dict[str, Pat
         out = model(input_ids=ids, attention_mask=mask, features=features, **inputs)
     torch.testing.assert_close(out.collab_logits, own.float())
     torch.testing.assert_close(out.logits, out.prior_logits + 0.5 * out.lm_logits + 2.0 * own.float() - 0.1)
-    with pytest.raises(PetrecModelError, match="collab_weight goes with, and only with"):
-        model.prior.set_fusion(0.5, 0.0)
+    model.prior.set_fusion(0.5, 0.0)  # a mix fitted without the ID logit (two-stage's stage 1) zeroes its weight
+    assert float(model.prior.fusion_collab_weight) == 0.0
+    cfg_plain = ModelConfig(backbone=str(tiny_dirs["bert"]), collab_tokens=True, collab_dim=8,
+                            behaviour_prior=True, prior_fusion="stacked")
+    with pytest.raises(PetrecModelError, match=r"collab_weight needs a head built with model\.collab_in_fusion"):
+        build_model(cfg_plain, collab=s).prior.set_fusion(0.5, 0.0, 1.0)
     with pytest.raises(PetrecModelError, match="collab_in_fusion adds the ID model's logit"):
         ModelConfig(collab_tokens=True, collab_in_fusion=True)

@@ -160,13 +160,14 @@ def test_two_stage_needs_collab_tokens() -> None:
         FinetuneConfig(collab_projector_epochs=0)
 
 
+@pytest.mark.parametrize("schedule", ["joint", "two_stage"])
 def test_collab_in_fusion_fits_the_id_weight_on_validation_and_reloads(
-    finetune: ModuleType, tiny_bert: Path, tmp_path: Path
+    finetune: ModuleType, tiny_bert: Path, tmp_path: Path, schedule: str
 ) -> None:
     out = tmp_path / "run"
     metrics = _run(finetune, tiny_bert, out, "--train.max_steps", "2", "--model.behaviour_prior", "true",
                    "--model.prior_fusion", "stacked", "--model.collab_in_fusion", "true",
-                   "--train.eval_at_start", "true")
+                   "--train.eval_at_start", "true", "--collab_schedule", schedule)
     valid = metrics["valid"]
     assert {"fusion_weight", "fusion_collab_weight", "fusion_bias", "lm_auc", "collab_auc"} <= set(valid)
     assert "fusion_collab_weight" not in metrics["test"]  # test is scored with the validation's mix
