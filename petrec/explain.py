@@ -150,15 +150,26 @@ def explain_examples(run: TrainedRun, examples: Any, *, items: Any = None, batch
 
 
 @torch.no_grad()
+def prior_parts(model: Any, features: np.ndarray) -> np.ndarray:
+    """The prior head's part of each row's logit / rating (a behaviour-prior model's ``prior``)."""
+    head = model.prior
+    weight = next(head.parameters())
+    return head(torch.as_tensor(features, device=weight.device).to(weight.dtype)).double().cpu().numpy()
+
+
+def split_score(task: str, score: float, prior: float) -> tuple[float, float, float]:
+    """``(prior, lm, prior_share)`` of one served score: its logit (ctr) or rating minus the prior's part."""
+    total = score
+    if task == "ctr":  # the served probability back to its logit
+        q = min(max(score, 1e-12), 1 - 1e-12)
+        total = math.log(q / (1 - q))
+    lm = total - prior
+    share = abs(prior) / (abs(prior) + abs(lm)) if prior or lm else 0.0
+    return float(prior), float(lm), float(share)
+
+
 def _add_prior_share(run: TrainedRun, full_rows: Any, out: list[Explanation]) -> None:
     """Split each full example's logit (ctr) or rating into the prior head's part and the rest."""
-    model = run.model
-    device = next(model.parameters()).device
-    prior = model.prior(torch.as_tensor(run.stats.features(full_rows), device=device)).double().cpu().numpy()
+    prior = prior_parts(run.model, run.stats.features(full_rows))
     for exp, p in zip(out, prior, strict=True):
-        total = exp.score
-        if exp.task == "ctr":  # the served probability back to its logit
-            q = min(max(exp.score, 1e-12), 1 - 1e-12)
-            total = math.log(q / (1 - q))
-        exp.prior, exp.lm = float(p), float(total - p)
-        exp.prior_share = abs(exp.prior) / (abs(exp.prior) + abs(exp.lm)) if exp.prior or exp.lm else 0.0
+        exp.prior, exp.lm, exp.prior_share = split_score(exp.task, exp.score, float(p))

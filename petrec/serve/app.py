@@ -32,7 +32,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 import petrec
-from petrec.explain import rank_by_magnitude
+from petrec.explain import prior_parts, rank_by_magnitude, split_score
 from petrec.serve.auth import KeyRing, Principal, load_keys, presented_key
 from petrec.serve.batching import BatcherClosedError, Scheduler
 from petrec.serve.config import ServeConfig
@@ -43,6 +43,7 @@ from petrec.serve.engine import (
     build_job,
     build_occlusion_job,
     check_cost,
+    job_inputs,
     run_batch,
 )
 from petrec.serve.metrics import Metrics
@@ -325,13 +326,20 @@ def create_app(cfg: Optional[ServeConfig] = None, *, keys: Optional[KeyRing] = N
                 raise HTTPException(422, f"adapter {adapter.name!r} is a next_item model; /v1/explain is for "
                                          "ctr and rating adapters")
             check_cost(adapter, len(body.history) + 1, cfg.max_request_tokens, "rows (history items + 1)")
-            return build_occlusion_job(adapter, body.history, body.candidate)
+            jobs.append(build_occlusion_job(adapter, body.history, body.candidate))
+            return jobs[-1]
 
+        jobs: list[Any] = []
         adapter, scores = await state.submit(body.adapter, make)
         effects = [scores[0] - s for s in scores[1:]]
+        parts: dict[str, float] = {}
+        if adapter.stats is not None:  # the prior's share, as `petrec explain` reports it (petrec.explain)
+            features, _ = job_inputs(adapter, jobs[-1], 0, 1)
+            prior = float(prior_parts(adapter.model, features)[0])
+            parts = dict(zip(("prior", "lm", "prior_share"), split_score(adapter.task, scores[0], prior), strict=True))
         return ExplainOut(adapter=adapter.name, task=adapter.task, score=scores[0], ranking=rank_by_magnitude(effects),
                           effects=[{"position": j, "item_id": h.item_id, "effect": e}
-                                   for j, (h, e) in enumerate(zip(body.history, effects, strict=True))])
+                                   for j, (h, e) in enumerate(zip(body.history, effects, strict=True))], **parts)
 
     @app.post("/v1/recommend", tags=["inference"], responses=_INFER_ERRORS)
     async def recommend(body: RecommendIn, p: Key) -> RecommendOut:  # type: ignore[valid-type]

@@ -53,6 +53,12 @@ class ExplainOut(_Strict):
     score: float = Field(description="the candidate's score with the full history (as /v1/predict)")
     effects: list[HistoryEffect] = Field(description="one per history item, in request order")
     ranking: list[int] = Field(description="history positions by |effect|, largest first")
+    prior: float | None = Field(None, description="behaviour-prior adapters: the prior head's part of the "
+                                                   "candidate's logit (ctr) or rating, else null")
+    lm: float | None = Field(None, description="behaviour-prior adapters: the rest of it (the language "
+                                               "model's part), else null")
+    prior_share: float | None = Field(None, description="behaviour-prior adapters: |prior| / (|prior| + |lm|), "
+                                                        "else null")
 
 
 class RecommendedItem(_Strict):

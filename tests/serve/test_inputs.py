@@ -89,6 +89,13 @@ def test_explain_recomputes_the_inputs_of_each_occluded_row(input_client: TestCl
     assert got["score"] == pytest.approx(offline.score, abs=1e-5)
     assert [e["effect"] for e in got["effects"]] == pytest.approx(offline.effects, abs=1e-5)
     assert max(abs(e) for e in offline.effects) > 1e-5  # the history matters: a wrong row would show
+    # the prior's share, as `petrec explain` reports it (behaviour-prior adapters only)
+    for key in ("prior", "lm", "prior_share"):
+        if offline.prior is None:
+            assert got[key] is None
+        else:
+            assert got[key] == pytest.approx(getattr(offline, key), abs=1e-4)
+    assert (offline.prior is not None) == (name == "prior-a")
 
 
 def _rehash(export: Path, key: str) -> None:
