@@ -6,8 +6,9 @@ script asks whether that makes a better model *for the unbiased world*: for each
 :func:`petrec.data.synthetic.exposure_world` draws a logged training log (30 impressions per user,
 500 users, 400 items), a logged validation set and test set (the same recommender) and an unbiased
 test set (30 items per user uniformly at random). A logistic matrix-factorisation click model
-(global, user and item biases plus an 8-dimensional dot product, L2 10 on embeddings and biases,
-chosen by the plain arm's logged validation AUC over 1 / 10 / 30 / 100) is trained
+(global, user and item biases plus an 8-dimensional dot product, L2 10 on embeddings and biases:
+the best plain-arm logged validation AUC of 1 / 10 / 30 / 100 in a sweep by hand on seeds 0-1,
+no record kept; ``--l2`` changes it) is trained
 twice on the same log with the same seed, full batch with Adam:
 
 * **plain**: the mean binary cross-entropy; the step kept is the one with the best plain AUC on

@@ -145,9 +145,13 @@ class ExposureStats:
         """
         users = list(train["user_id"])
         items = list(train["item_id"])
-        shown = [int(v) == 1 for v in train["label"]] if implicit_ctr else [True] * len(items)
-        users = [u for u, keep in zip(users, shown, strict=True) if keep]
-        items = [i for i, keep in zip(items, shown, strict=True) if keep]
+        histories = _histories(train) if cfg.propensity == "logistic" else []
+        if implicit_ctr:
+            shown = [int(v) == 1 for v in train["label"]]
+            users = [u for u, keep in zip(users, shown, strict=True) if keep]
+            items = [i for i, keep in zip(items, shown, strict=True) if keep]
+            if histories:
+                histories = [h for h, keep in zip(histories, shown, strict=True) if keep]
         index = {str(i): n for n, i in enumerate(item_ids)}
         codes = _codes(items, index, "training item")
         counts = np.bincount(codes, minlength=len(index)).astype(np.float64)
@@ -156,7 +160,6 @@ class ExposureStats:
             user_counts[str(user)] = user_counts.get(str(user), 0) + 1
         exposure = None
         if cfg.propensity == "logistic":
-            histories = [h for h, keep in zip(_histories(train), shown, strict=True) if keep]
             member = None if item_genres is None else genre_membership(item_genres)
             exposure = LogisticExposure.fit(counts, [_codes(h, index, "training history item") for h in histories],
                                             codes, member=member, negatives=cfg.exposure_negatives)
@@ -176,8 +179,9 @@ class ExposureStats:
         out: dict[str, list[Any]] = {name: [] for name in DEBIAS_COLUMNS}
         sampled = [int(v) == 0 for v in rows["label"]] if self.implicit_ctr else [False] * len(rows["item_id"])
         codes = _codes(rows["item_id"], index, "example item")
-        weights = self.weights[codes]
-        if self.exposure is not None:
+        if self.exposure is None:
+            weights = self.weights[codes]
+        else:
             histories = [_codes(h, index, "example history item") for h in _histories(rows)]
             weights = self.exposure.weights(histories, codes, clip=self.cfg.clip)
         for user, n, w, negative in zip(rows["user_id"], codes, weights, sampled, strict=True):

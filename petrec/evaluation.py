@@ -18,7 +18,7 @@ from torch import nn
 from petrec import metrics as M
 from petrec.collate import COLLAB_COLUMNS
 from petrec.debias import DEBIAS_COLUMNS, pointwise_breakdown, ranking_breakdown
-from petrec.fusion import fit_fusion, fit_fusion_weights
+from petrec.fusion import fit_fusion_weights
 
 #: ``(model, prepared_loader, accelerator) -> {metric name: value}``; the first key is the
 #: task's default model-selection metric.
@@ -98,7 +98,7 @@ def _fused(model: nn.Module, accelerator: Accelerator, task: str, preds: np.ndar
     if not calibrate or len(parts) < 2:
         return preds, {}
     lm, prior = parts["lm_logits"], parts["prior_logits"]
-    collab = parts.get("collab_logits")
+    collab = parts.get("collab_logits")  # the ID model's logit, with model.collab_in_fusion only
 
     def alone(scores: np.ndarray) -> tuple[str, float]:
         """The task's first metric of one part on its own."""
@@ -109,16 +109,22 @@ def _fused(model: nn.Module, accelerator: Accelerator, task: str, preds: np.ndar
         first = next(iter(metrics))
         return first, metrics[first]
 
-    name, lm_alone = alone(lm)
+    columns = [lm] if collab is None else [lm, collab]
+    weights, bias = fit_fusion_weights(np.stack(columns, axis=1), prior, targets, task)
+    weight = float(weights[0])
+    collab_weight = None if collab is None else float(weights[1])
+    head = accelerator.unwrap_model(model).prior
     if collab is None:
-        weight, bias = fit_fusion(lm, prior, targets, task)
-        accelerator.unwrap_model(model).prior.set_fusion(weight, bias)
-        return prior + weight * lm + bias, {f"lm_{name}": lm_alone, "fusion_weight": weight, "fusion_bias": bias}
-    (weight, collab_weight), bias = fit_fusion_weights(np.stack([lm, collab], axis=1), prior, targets, task)
-    accelerator.unwrap_model(model).prior.set_fusion(float(weight), bias, float(collab_weight))
-    return prior + weight * lm + collab_weight * collab + bias, {
-        f"lm_{name}": lm_alone, f"collab_{name}": alone(collab)[1], "fusion_weight": float(weight),
-        "fusion_collab_weight": float(collab_weight), "fusion_bias": bias}
+        head.set_fusion(weight, bias)
+    else:
+        head.set_fusion(weight, bias, collab_weight)
+    name, lm_alone = alone(lm)
+    out = {f"lm_{name}": lm_alone, "fusion_weight": weight, "fusion_bias": bias}
+    fused = prior + weight * lm + bias
+    if collab is not None:
+        out.update({f"collab_{name}": alone(collab)[1], "fusion_collab_weight": collab_weight})
+        fused = fused + collab_weight * collab
+    return fused, out
 
 
 def evaluate_ctr(model: nn.Module, loader: Any, accelerator: Accelerator,

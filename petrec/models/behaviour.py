@@ -503,7 +503,7 @@ class BehaviourModel(nn.Module):
         Stage 1 trains the language model on the text alone: the tokens are left out and the
         token model (projector, role vectors, ID model) is frozen. Stage 2 trains the token
         model only (the ID model only with ``collab_tune``): the adapter and head stay as stage 1
-        left them, and so does a stacked prior's fitted count model (its two fusion numbers stay
+        left them, and so does a stacked prior's fitted count model (its fusion numbers stay
         settable, as :meth:`PriorHead.freeze_fit` leaves them). Call :meth:`restore_trainable`
         afterwards to get the attach-time trainable set back (for reports and saving).
 
