@@ -493,6 +493,8 @@ class BehaviourModel(nn.Module):
             )
         if not self.collab_active:
             return None, None
+        if not self.cfg.collab_prompt_tokens:  # the ID model's logit in the mix, no tokens in the prompt
+            return None, collab.logits(*inputs)
         if self.cfg.collab_in_fusion:
             return collab.tokens_and_logits(*inputs)
         return collab(*inputs), None

@@ -222,7 +222,7 @@ def build_model(cfg: ModelConfig, *, collab: CollabSpec | None = None) -> Behavi
     heads = ["head", *(["prior"] if cfg.behaviour_prior else []), *(["collab"] if cfg.collab_tokens else [])]
     model = attach(model, cfg.method, head=heads, quantize=cfg.quantize, **cfg.method_kwargs)
     if cfg.collab_tokens:
-        model.collab.freeze_id_model()
+        model.collab.freeze_id_model(logit_only=not cfg.collab_prompt_tokens)
     if not isinstance(model, BehaviourModel):
         raise PetrecModelError(
             f"petrec.attach returned a {type(model).__name__}, expected the BehaviourModel it was given"

@@ -177,10 +177,18 @@ class CollabTokens(nn.Module):
         with torch.no_grad():
             self.proj[-1].weight.fill_(float(embed_std))
 
-    def freeze_id_model(self) -> None:
-        """Keep the fitted ID model as it is (the default): only the role vectors and projector train."""
+    def freeze_id_model(self, *, logit_only: bool = False) -> None:
+        """Keep the fitted ID model as it is (the default): only the role vectors and projector train.
+
+        Args:
+            logit_only: The model reads the ID model's logit only (``model.collab_prompt_tokens:
+                false``): the role vectors and projector are unused and freeze too.
+        """
         if not self.tune:
             for p in self.id_model.parameters():
+                p.requires_grad_(False)
+        if logit_only:
+            for p in (self.role, *self.proj.parameters()):
                 p.requires_grad_(False)
 
     def train(self, mode: bool = True) -> CollabTokens:
@@ -200,6 +208,13 @@ class CollabTokens(nn.Module):
             item_ids: ``(B,)`` candidate ID tokens.
         """
         return self.tokens_and_logits(history_ids, history_feedback, item_ids)[0]
+
+    def logits(self, history_ids: torch.Tensor, history_feedback: torch.Tensor,
+               item_ids: torch.Tensor) -> torch.Tensor:
+        """The ID model's own ``(B,)`` click logits alone (``model.collab_prompt_tokens: false``)."""
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self.tune):
+            _, user, item = self.id_model.represent(history_ids, history_feedback, item_ids)
+            return self.id_model.score(user, item)
 
     def tokens_and_logits(self, history_ids: torch.Tensor, history_feedback: torch.Tensor,
                           item_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -100,6 +100,11 @@ class ModelConfig:
     """With ``collab_tokens`` and ``prior_fusion: stacked``: the ID model's own click logit joins the
     stacked mix with a weight of its own, ``prior + w_lm * lm + w_id * id + bias``, all fitted on the
     validation split (:func:`petrec.fusion.fit_fusion_weights`)."""
+    collab_prompt_tokens: bool = True
+    """With ``collab_tokens``: insert the soft tokens into the prompt (``true``). ``false`` keeps the
+    ID model for its logit in the stacked mix only (needs ``collab_in_fusion``; the projector is not
+    used and stays frozen): the language model then trains on the text alone, so its part of the mix
+    is what the text adds beside the counts and the ID model, not a second reading of the ID model."""
     scoring: Scoring = "head"
     """ctr / rating: ``head`` = a new linear head on the pooled state; ``answer`` = a decoder's
     own next-token scores of the answer words after the prompt (TALLRec): ctr = logit of "Yes"
@@ -146,6 +151,16 @@ class ModelConfig:
             raise PetrecModelError(
                 "model.collab_in_fusion adds the ID model's logit to the stacked mix: it needs "
                 "model.collab_tokens: true, model.behaviour_prior: true and model.prior_fusion: stacked"
+            )
+        if not self.collab_prompt_tokens and not (self.collab_tokens and self.collab_in_fusion):
+            raise PetrecModelError(
+                "model.collab_prompt_tokens: false keeps the ID model for its logit in the stacked mix "
+                "only: it needs model.collab_tokens: true and model.collab_in_fusion: true"
+            )
+        if not self.collab_prompt_tokens and self.collab_tune:
+            raise PetrecModelError(
+                "model.collab_tune trains the ID model through the soft tokens; with "
+                "model.collab_prompt_tokens: false there are none (the mix is fitted on validation)"
             )
         if self.collab_tokens and self.task != "ctr":
             raise PetrecModelError(
@@ -194,7 +209,7 @@ class ModelConfig:
         from petrec.methods.registry import METHODS  # lazy: keeps config import light
 
         _check_choice("method", self.method, tuple(METHODS))
-        if self.collab_tokens and METHODS[self.method].changes_input:
+        if self.collab_tokens and self.collab_prompt_tokens and METHODS[self.method].changes_input:
             others = [name for name, spec in METHODS.items() if not spec.changes_input]
             raise PetrecModelError(
                 f"model.collab_tokens inserts soft tokens into the prompt's embeddings; method "

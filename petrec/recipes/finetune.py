@@ -120,6 +120,9 @@ class FinetuneConfig:
             raise ValueError(f"data.task={self.data.task!r} and model.task={self.model.task!r} differ")
         if self.collab_schedule == "two_stage" and not self.model.collab_tokens:
             raise ValueError("collab_schedule: two_stage needs model.collab_tokens: true")
+        if self.collab_schedule == "two_stage" and not self.model.collab_prompt_tokens:
+            raise ValueError("collab_schedule: two_stage trains the soft tokens' projector in stage 2; "
+                             "model.collab_prompt_tokens: false has none")
         if self.collab_projector_epochs is not None and (
                 isinstance(self.collab_projector_epochs, bool) or not isinstance(self.collab_projector_epochs, int)
                 or self.collab_projector_epochs < 1):

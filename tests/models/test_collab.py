@@ -194,3 +194,34 @@ def test_collab_in_fusion_mixes_the_id_models_own_logit(tiny_dirs: dict[str, Pat
         build_model(cfg_plain, collab=s).prior.set_fusion(0.5, 0.0, 1.0)
     with pytest.raises(PetrecModelError, match="collab_in_fusion adds the ID model's logit"):
         ModelConfig(collab_tokens=True, collab_in_fusion=True)
+
+
+def test_logit_only_keeps_the_prompt_as_text_and_freezes_the_projector(tiny_dirs: dict[str, Path]) -> None:
+    from petrec.data.features import FEATURE_NAMES
+    from petrec.models import ModelConfig, build_model
+
+    s = spec()
+    common = {"backbone": str(tiny_dirs["bert"]), "collab_dim": 8, "dropout": 0.0, "behaviour_prior": True,
+              "prior_fusion": "stacked"}
+    model = build_model(ModelConfig(**common, collab_tokens=True, collab_in_fusion=True,
+                                    collab_prompt_tokens=False), collab=s).eval()
+    text_only = build_model(ModelConfig(**common), collab=None).eval()
+    text_only.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("collab.")},
+                              strict=False)
+    inputs = dict(zip(COLLAB_COLUMNS, _inputs(s), strict=True))
+    features = torch.randn(3, len(FEATURE_NAMES))
+    ids, mask = torch.tensor([[2, 5, 6, 3]] * 3), torch.ones(3, 4, dtype=torch.long)
+    with torch.no_grad():
+        own = model.collab.id_model(*_inputs(s)).logits
+        out = model(input_ids=ids, attention_mask=mask, features=features, **inputs)
+        plain = text_only(input_ids=ids, attention_mask=mask, features=features)
+    # the language model reads the same text as a model without collaborative inputs ...
+    torch.testing.assert_close(out.lm_logits, plain.lm_logits)
+    # ... and the ID model's logit is there for the mix
+    torch.testing.assert_close(out.collab_logits, own.float())
+    assert not any(p.requires_grad for p in model.collab.parameters())
+    with pytest.raises(PetrecModelError, match="collab_prompt_tokens: false keeps the ID model"):
+        ModelConfig(collab_tokens=True, collab_prompt_tokens=False)
+    with pytest.raises(PetrecModelError, match="collab_tune trains the ID model through the soft tokens"):
+        ModelConfig(**common, collab_tokens=True, collab_in_fusion=True, collab_prompt_tokens=False,
+                    collab_tune=True)

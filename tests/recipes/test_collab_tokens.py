@@ -180,3 +180,24 @@ def test_collab_in_fusion_fits_the_id_weight_on_validation_and_reloads(
     scores = score_examples(run, data.splits["test"], items=data.items)
     assert roc_auc_score(np.asarray(data.splits["test"]["label"]), scores) == pytest.approx(
         metrics["test"]["auc"], abs=2e-4)
+
+
+def test_logit_only_run_mixes_the_id_model_and_reloads(finetune: ModuleType, tiny_bert: Path, tmp_path: Path) -> None:
+    from petrec.recipes.finetune import FinetuneConfig
+
+    out = tmp_path / "run"
+    metrics = _run(finetune, tiny_bert, out, "--train.max_steps", "2", "--model.behaviour_prior", "true",
+                   "--model.prior_fusion", "stacked", "--model.collab_in_fusion", "true",
+                   "--model.collab_prompt_tokens", "false")
+    valid = metrics["valid"]
+    assert valid["collab_auc"] == pytest.approx(metrics["collab"]["id_model_valid_auc"], abs=1e-6)
+    run = load_run(out)
+    assert not run.model.cfg.collab_prompt_tokens
+    assert float(run.model.prior.fusion_collab_weight.detach()) == pytest.approx(valid["fusion_collab_weight"],
+                                                                                  abs=1e-6)
+    data = finetune.prepare(run.data)
+    scores = score_examples(run, data.splits["test"], items=data.items)
+    assert roc_auc_score(np.asarray(data.splits["test"]["label"]), scores) == pytest.approx(
+        metrics["test"]["auc"], abs=2e-4)
+    with pytest.raises(ValueError, match="two_stage trains the soft tokens' projector"):
+        FinetuneConfig(collab_schedule="two_stage", model=run.model.cfg)
