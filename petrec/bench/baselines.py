@@ -48,8 +48,9 @@ BASELINE_DESCRIPTIONS: dict[str, str] = {
     "prior-features": "the behaviour prior alone: logistic regression on petrec.data.features (item statistics "
                       "over the whole training block, leave-one-out on the k training examples; regression "
                       "fitted on the k examples), i.e. the prior head's warm start without a language model",
-    "collab-id": "the ID model behind collaborative tokens, alone: GRU4Rec-ctr (width 64) fitted on the training "
-                 "block's examples outside the k (collab_fit: heldout), early-stopped on a tenth of them",
+    "collab-id": "the ID model behind collaborative tokens, alone: GRU4Rec-ctr (width 64) fitted on the examples "
+                 "the run's collab_fit names (heldout, the default: the training block's examples outside the k; "
+                 "train: the training split), early-stopped on a tenth of them",
     "prior-collab": "prior-features and collab-id stacked without a language model: prior + w * ID logit + b, "
                     "w and b fitted on the validation split (petrec.fusion), the ablation of "
                     "model.collab_in_fusion's mix without its language-model term",
@@ -203,17 +204,26 @@ def _prior_features(splits: Any, block: Any) -> dict[str, Any]:
     return out
 
 
-def _collab_id(splits: Any, data_cfg: Any, prepare: Callable[[Any], Any]) -> dict[str, Any]:
-    """The ``collab-id`` row: the recipe's collaborative-token ID model (defaults, heldout fit), scored alone."""
+def _collab_id(splits: Any, data_cfg: Any, prepare: Callable[[Any], Any], fit: str = "heldout") -> dict[str, Any]:
+    """The ``collab-id`` row: the recipe's collaborative-token ID model (default shape), scored alone.
+
+    ``fit`` is the run config's ``collab_fit``: ``heldout`` (the training block's examples outside
+    the training split) or ``train`` (the training split itself, where nothing is held out).
+    """
     from petrec.data.errors import DataError
     from petrec.metrics import compute_ctr
     from petrec.recipes.collab import fit_id_model, heldout_rows, id_model_scores
 
-    block = _prepared(dataclasses.replace(data_cfg, few_shot_k=None, max_train_examples=None), prepare).splits["train"]
+    if fit not in ("heldout", "train"):
+        raise BaselineError(f"collab-id: collab_fit: expected 'heldout' or 'train', got {fit!r}")
     try:
-        examples = heldout_rows(block, splits["train"], data_cfg)
+        examples = splits["train"]
+        if fit == "heldout":
+            block = _prepared(dataclasses.replace(data_cfg, few_shot_k=None, max_train_examples=None),
+                              prepare).splits["train"]
+            examples = heldout_rows(block, examples, data_cfg)
         model, spec = fit_id_model(examples, encoder="gru4rec", hidden=64, history_len=int(data_cfg.history_len),
-                                   seed=int(data_cfg.seed), fit="heldout")
+                                   seed=int(data_cfg.seed), fit=fit)
     except DataError as exc:
         raise BaselineError(f"collab-id: {exc}") from None
     scored = {name: id_model_scores(model, spec, splits[name]) for name in ("valid", "test")}
@@ -226,12 +236,13 @@ def _collab_id(splits: Any, data_cfg: Any, prepare: Callable[[Any], Any]) -> dic
     return out
 
 
-def _prior_collab(splits: Any, block: Any, data_cfg: Any, prepare: Callable[[Any], Any]) -> dict[str, Any]:
+def _prior_collab(splits: Any, block: Any, data_cfg: Any, prepare: Callable[[Any], Any],
+                  fit: str = "heldout") -> dict[str, Any]:
     """The ``prior-collab`` row: the two rows above mixed on validation, as the stacked model mixes them."""
     from petrec.fusion import fit_fusion
     from petrec.metrics import compute_ctr
 
-    prior, ids = _prior_features(splits, block), _collab_id(splits, data_cfg, prepare)
+    prior, ids = _prior_features(splits, block), _collab_id(splits, data_cfg, prepare, fit)
     y = {split: _labels(splits[split]).astype(np.int64) for split in ("valid", "test")}
     weight, bias = fit_fusion(ids[SCORES_KEY]["valid"], prior[SCORES_KEY]["valid"], y["valid"], "ctr")
     out: dict[str, Any] = {SCORES_KEY: {}}
@@ -281,10 +292,11 @@ def run_baseline(name: str, config: dict[str, Any]) -> dict[str, Any]:
     block = _prepared(dataclasses.replace(data_cfg, few_shot_k=None), prepare).splits["train"]
     if name == "prior-features":
         return _add_breakdowns(_prior_features(splits, block), data, data_cfg, debias)
+    fit = str(config.get("collab_fit") or "heldout")  # the ID model's examples, as the recipe picks them
     if name == "collab-id":
-        return _add_breakdowns(_collab_id(splits, data_cfg, prepare), data, data_cfg, debias)
+        return _add_breakdowns(_collab_id(splits, data_cfg, prepare, fit), data, data_cfg, debias)
     if name == "prior-collab":
-        return _add_breakdowns(_prior_collab(splits, block, data_cfg, prepare), data, data_cfg, debias)
+        return _add_breakdowns(_prior_collab(splits, block, data_cfg, prepare, fit), data, data_cfg, debias)
     stats = ItemStats.from_split(list(block["item_id"]), [int(v) for v in block["label"]])
     score, n_params = STATS_BASELINES[name](splits["train"], stats)
     out: dict[str, Any] = {SCORES_KEY: {}}

@@ -116,6 +116,11 @@ def test_collab_id_is_the_recipes_id_model_fitted_outside_the_k_examples() -> No
     assert info["collab"] == {"fit": "heldout"}  # the runner keeps a run's collab block
     with pytest.raises(BaselineError, match=r"collab-id: .*expected at least 100"):
         run_baseline("collab-id", {"data": {**SYNTH, "synthetic_users": 20}})
+    # collab_fit: train (the run's own setting) fits on the training split itself
+    own = run_baseline("collab-id", {"data": {**data, "few_shot_k": 160}, "collab_fit": "train"})
+    assert own["train_examples"] == 160
+    with pytest.raises(BaselineError, match=r"collab_fit: expected 'heldout' or 'train', got 'all'"):
+        run_baseline("collab-id", {"data": data, "collab_fit": "all"})
 
 
 def test_prior_collab_mixes_prior_features_and_collab_id_on_validation() -> None:
