@@ -17,6 +17,7 @@ from petrec.bench.aggregate import mean_std_ci, runs_frame, summarize
 from petrec.bench.report import build_report
 from petrec.bench.runner import BenchError, load_records, run_suite
 from petrec.bench.suite import (
+    AblationConfig,
     ExperimentConfig,
     GoalConfig,
     RunSpec,
@@ -27,6 +28,7 @@ from petrec.bench.suite import (
 )
 
 __all__ = [
+    "AblationConfig",
     "BenchError",
     "ExperimentConfig",
     "GoalConfig",

@@ -302,8 +302,81 @@ def compare_methods(summary: pd.DataFrame, meta: dict[str, Any]) -> list[str]:
     return out
 
 
+def _paired_key(frame: pd.DataFrame) -> pd.Series:
+    """(seed, fold) of each run: the runs of two rows that share a data sample and split."""
+    folds = frame["fold"] if "fold" in frame else pd.Series(math.nan, index=frame.index)
+    keys = [(int(seed), None if pd.isna(fold) else int(fold)) for seed, fold in zip(frame["seed"], folds, strict=True)]
+    return pd.Series(keys, index=frame.index, dtype=object)
+
+
+def paired_difference(runs: pd.DataFrame, cell: dict[str, str], method: str, against: str,
+                      column: str) -> tuple[list[float], dict[str, float]]:
+    """Per-seed differences ``method − against`` in one table cell and their mean / 95% interval.
+
+    Runs are paired by (seed, fold); a seed with only one side is left out. The interval is the
+    Student-t interval of the mean difference (:func:`petrec.bench.aggregate.mean_std_ci`).
+    """
+    from petrec.bench.aggregate import mean_std_ci
+
+    sides = []
+    for name in (method, against):
+        part = _ok_runs(runs, cell["table"], cell["variant"], cell["k_label"], name)
+        part = part[part[column].notna()] if column in part else part.iloc[0:0]
+        sides.append(dict(zip(_paired_key(part), part[column].astype(float), strict=True)))
+    keys = sorted(set(sides[0]) & set(sides[1]), key=lambda k: (k[0], -1 if k[1] is None else k[1]))
+    diffs = [sides[0][k] - sides[1][k] for k in keys]
+    return diffs, mean_std_ci(diffs)
+
+
+def _ablation_line(summary: pd.DataFrame, runs: pd.DataFrame, cell: dict[str, str], ablation: dict[str, Any],
+                   metric: str) -> str:
+    diffs, stats = paired_difference(runs, cell, ablation["method"], ablation["against"], f"test_{metric}")
+    if not diffs:
+        return "not checked, no seed has both rows"
+    per_seed = ", ".join(f"{d:+.4f}" for d in diffs)
+    if len(diffs) < 2:
+        return f"{per_seed} (one seed: not a tested difference)"
+    head = f"{stats['mean']:+.4f} [{stats['ci_low']:+.4f}, {stats['ci_high']:+.4f}] paired over {len(diffs)} seeds ({per_seed})"
+    if stats["ci_low"] <= 0 <= stats["ci_high"]:
+        return f"{head}: the paired interval holds 0, not distinguishable"
+    rows = _cell(summary, cell["table"], cell["variant"], cell["k_label"]).set_index("method")
+    a, b = rows.loc[ablation["method"]], rows.loc[ablation["against"]]
+    side = "above" if stats["mean"] > 0 else "below"
+    if a["metric_ci_low"] <= b["metric_ci_high"] and b["metric_ci_low"] <= a["metric_ci_high"]:
+        return (f"{head}: the paired interval lies {side} 0, but the rows' own 95% intervals overlap ({_ci(a)} vs {_ci(b)}), "
+                "so by this report's rule they are not distinguishable")
+    return f"{head}: {ablation['method']} is {side} {ablation['against']} (their 95% intervals {_ci(a)} vs {_ci(b)} do not overlap)"
+
+
+def ablation_lines(summary: pd.DataFrame, meta: dict[str, Any], runs: pd.DataFrame) -> list[str]:
+    """One sentence per suite ablation (``experiments[].ablations``) and table cell it applies to.
+
+    Each gives the per-seed differences of the two rows' test metric, their mean and paired 95%
+    interval. "above" / "below" is said only when the paired interval excludes 0 *and* the rows'
+    own intervals do not overlap (the rule every other finding follows).
+    """
+    out = []
+    for exp in (meta.get("suite_config") or {}).get("experiments") or []:
+        table, metric = exp.get("table") or exp.get("name"), exp.get("metric")
+        if not metric:
+            continue
+        tpart = summary[summary["table"] == table]
+        for ablation in exp.get("ablations") or []:
+            label = ablation.get("label") or f"{ablation['method']} − {ablation['against']}"
+            cells = tpart if ablation.get("variant") is None else tpart[tpart["variant"] == ablation["variant"]]
+            cells = cells[cells["method"] == ablation["method"]]
+            if cells.empty:
+                out.append(f"ablation '{label}' ({table}): not checked, no runs of that cell")
+            for _, c in cells.iterrows():
+                cell = {"table": table, "variant": c["variant"], "k_label": c["k_label"]}
+                where = f"{table} {c['variant']}" + ("" if c["k_label"] == "full" else f" k={c['k_label']}")
+                out.append(f"ablation '{label}' ({where}, test {metric}): "
+                           f"{_ablation_line(summary, runs, cell, ablation, metric)}")
+    return out
+
+
 def findings(summary: pd.DataFrame, meta: dict[str, Any], runs: pd.DataFrame) -> list[str]:
-    """Goals first, then method comparisons."""
+    """Goals first, then ablations, then method comparisons."""
     if summary.empty:
         return []
-    return check_goals(summary, meta, runs) + compare_methods(summary, meta)
+    return check_goals(summary, meta, runs) + ablation_lines(summary, meta, runs) + compare_methods(summary, meta)

@@ -64,6 +64,29 @@ class GoalConfig:
 
 
 @dataclass
+class AblationConfig:
+    """A paired comparison the report computes: a method's runs minus the same seeds of another row.
+
+    E.g. ``{method: lora, against: prior-collab, variant: id-fused}``: what the language model adds to
+    the mix it is part of, seed by seed (both rows of one seed share the data sample and split).
+    """
+
+    method: str
+    """The row with the part under test (a method or baseline name)."""
+    against: str
+    """The row without it (a method or baseline name), in the same table cell."""
+    variant: str | None = None
+    """Variant the comparison applies to; None = every variant."""
+    label: str = ""
+    """How the report names it (default: ``method − against``)."""
+
+    def __post_init__(self) -> None:
+        if self.method == self.against:
+            raise ValueError(f"ablation {self.method!r}: 'against' must name another row")
+        self.label = self.label or f"{self.method} − {self.against}"
+
+
+@dataclass
 class ExperimentConfig:
     """One protocol inside a suite (one or more report tables)."""
 
@@ -105,6 +128,8 @@ class ExperimentConfig:
     """Published numbers shown beside the runs: label → {few-shot size or ``full``: test metric}."""
     goals: list[GoalConfig] = field(default_factory=list)
     """Targets the report checks and states as met / not met (never test asserts)."""
+    ablations: list[AblationConfig] = field(default_factory=list)
+    """Paired per-seed differences the report states (:func:`petrec.bench.findings.ablation_lines`)."""
 
     def __post_init__(self) -> None:
         if not self.name or _ID_SAFE.search(self.name):
@@ -182,6 +207,15 @@ class SuiteConfig:
                 )
             if exp.folds is not None:
                 _check_folds(self, exp)
+            rows = set(exp.methods if exp.methods is not None else self.methods) | set(exp.baselines)
+            for ablation in exp.ablations:
+                bad = sorted({ablation.method, ablation.against} - rows)
+                if bad:
+                    raise ValueError(f"experiment {exp.name}: ablation '{ablation.label}' names {bad}, not among its "
+                                     f"methods or baselines ({sorted(rows)})")
+                if ablation.variant is not None and exp.variants and ablation.variant not in exp.variants:
+                    raise ValueError(f"experiment {exp.name}: ablation '{ablation.label}' names variant "
+                                     f"{ablation.variant!r}; known: {sorted(exp.variants)}")
             if exp.baselines:
                 from petrec.bench.baselines import BASELINES
 

@@ -10,6 +10,7 @@ import pytest
 from petrec.bench.aggregate import runs_frame, summarize
 from petrec.bench.findings import (
     Estimate,
+    ablation_lines,
     check_goals,
     compare_methods,
     goal_verdict,
@@ -97,3 +98,45 @@ def test_baseline_kinds_name_trained_id_models() -> None:
 
     assert _baseline_kind("history-share") == _baseline_kind("prior-features") == "statistics"
     assert _baseline_kind("gru4rec-ctr") == _baseline_kind("collab-id") == "ID-based sequence model"
+
+
+def _ablation(lora: dict[int, float], base: dict[int, float], **ablation: Any) -> list[str]:
+    recs = [record("lora", s, v) for s, v in lora.items()]
+    recs += [record("prior-collab", s, v, kind="baseline") for s, v in base.items()]
+    runs = runs_frame(recs)
+    meta = {"suite_config": {"experiments": [{"name": "P1", "metric": "auc", "ablations": [
+        {"method": "lora", "against": "prior-collab", **ablation}]}]}}
+    return ablation_lines(summarize(runs), meta, runs)
+
+
+def test_ablation_pairs_runs_by_seed() -> None:
+    # differences 0.002, 0.003, 0.001 (seed 4 has one side only and is left out):
+    # mean 0.002, std 0.001, half-width t(0.975, 2) · 0.001 / √3 = 0.00248
+    lines = _ablation({1: 0.752, 2: 0.703, 3: 0.801, 4: 0.9}, {1: 0.750, 2: 0.700, 3: 0.800})
+    assert lines == ["ablation 'lora − prior-collab' (P1 default k=256, test auc): +0.0020 [-0.0005, +0.0045] "
+                     "paired over 3 seeds (+0.0020, +0.0030, +0.0010): the paired interval holds 0, "
+                     "not distinguishable"]
+
+
+def test_ablation_says_above_only_when_the_rows_intervals_also_separate() -> None:
+    # paired differences 0.010, 0.011, 0.012 exclude 0, but the seeds spread the rows' own intervals
+    overlap = _ablation({1: 0.710, 2: 0.761, 3: 0.812}, {1: 0.700, 2: 0.750, 3: 0.800})[0]
+    assert ": the paired interval lies above 0, but the rows' own 95% intervals overlap" in overlap
+    assert "not distinguishable" in overlap
+    apart = _ablation({1: 0.810, 2: 0.811, 3: 0.812}, {1: 0.700, 2: 0.701, 3: 0.702})[0]
+    assert apart.endswith("lora is above prior-collab (their 95% intervals [0.809, 0.813] vs [0.699, 0.703] "
+                          "do not overlap)")
+    assert _ablation({1: 0.71}, {1: 0.70})[0].endswith("+0.0100 (one seed: not a tested difference)")
+    assert _ablation({1: 0.71}, {2: 0.70})[0].endswith("not checked, no seed has both rows")
+    assert _ablation({1: 0.71}, {1: 0.70}, variant="other") == [
+        "ablation 'lora − prior-collab' (P1): not checked, no runs of that cell"]
+
+
+def test_suite_refuses_an_ablation_of_rows_it_does_not_run() -> None:
+    from petrec.bench.suite import SuiteConfig
+    from petrec.config import from_dict
+
+    exp = {"name": "P1", "methods": ["lora"], "baselines": ["logreg-counts"],
+           "ablations": [{"method": "lora", "against": "prior-collab"}]}
+    with pytest.raises(ValueError, match=r"ablation 'lora − prior-collab' names \['prior-collab'\]"):
+        from_dict(SuiteConfig, {"name": "s", "methods": {"lora": {}}, "experiments": [exp]})
