@@ -160,44 +160,31 @@ def test_two_stage_needs_collab_tokens() -> None:
         FinetuneConfig(collab_projector_epochs=0)
 
 
-@pytest.mark.parametrize("schedule", ["joint", "two_stage"])
+@pytest.mark.parametrize("case", ["joint", "two_stage", "logit_only"])
 def test_collab_in_fusion_fits_the_id_weight_on_validation_and_reloads(
-    finetune: ModuleType, tiny_bert: Path, tmp_path: Path, schedule: str
+    finetune: ModuleType, tiny_bert: Path, tmp_path: Path, case: str
 ) -> None:
+    from petrec.recipes.finetune import FinetuneConfig
+
     out = tmp_path / "run"
+    # logit_only: the ID model's logit in the mix, no tokens in the prompt (model.collab_prompt_tokens: false)
+    extra = ["--model.collab_prompt_tokens", "false"] if case == "logit_only" else ["--collab_schedule", case]
     metrics = _run(finetune, tiny_bert, out, "--train.max_steps", "2", "--model.behaviour_prior", "true",
                    "--model.prior_fusion", "stacked", "--model.collab_in_fusion", "true",
-                   "--train.eval_at_start", "true", "--collab_schedule", schedule)
+                   "--train.eval_at_start", "true", *extra)
     valid = metrics["valid"]
     assert {"fusion_weight", "fusion_collab_weight", "fusion_bias", "lm_auc", "collab_auc"} <= set(valid)
     assert "fusion_collab_weight" not in metrics["test"]  # test is scored with the validation's mix
     # the ID model alone on validation is the recipe's own reference number for it
     assert valid["collab_auc"] == pytest.approx(metrics["collab"]["id_model_valid_auc"], abs=1e-6)
     run = load_run(out)
+    assert run.model.cfg.collab_prompt_tokens == (case != "logit_only")
     assert float(run.model.prior.fusion_collab_weight.detach()) == pytest.approx(valid["fusion_collab_weight"],
                                                                                   abs=1e-6)
     data = finetune.prepare(run.data)
     scores = score_examples(run, data.splits["test"], items=data.items)
     assert roc_auc_score(np.asarray(data.splits["test"]["label"]), scores) == pytest.approx(
         metrics["test"]["auc"], abs=2e-4)
-
-
-def test_logit_only_run_mixes_the_id_model_and_reloads(finetune: ModuleType, tiny_bert: Path, tmp_path: Path) -> None:
-    from petrec.recipes.finetune import FinetuneConfig
-
-    out = tmp_path / "run"
-    metrics = _run(finetune, tiny_bert, out, "--train.max_steps", "2", "--model.behaviour_prior", "true",
-                   "--model.prior_fusion", "stacked", "--model.collab_in_fusion", "true",
-                   "--model.collab_prompt_tokens", "false")
-    valid = metrics["valid"]
-    assert valid["collab_auc"] == pytest.approx(metrics["collab"]["id_model_valid_auc"], abs=1e-6)
-    run = load_run(out)
-    assert not run.model.cfg.collab_prompt_tokens
-    assert float(run.model.prior.fusion_collab_weight.detach()) == pytest.approx(valid["fusion_collab_weight"],
-                                                                                  abs=1e-6)
-    data = finetune.prepare(run.data)
-    scores = score_examples(run, data.splits["test"], items=data.items)
-    assert roc_auc_score(np.asarray(data.splits["test"]["label"]), scores) == pytest.approx(
-        metrics["test"]["auc"], abs=2e-4)
-    with pytest.raises(ValueError, match="two_stage trains the soft tokens' projector"):
-        FinetuneConfig(collab_schedule="two_stage", model=run.model.cfg)
+    if case == "logit_only":
+        with pytest.raises(ValueError, match="two_stage trains the soft tokens' projector"):
+            FinetuneConfig(collab_schedule="two_stage", model=run.model.cfg)
