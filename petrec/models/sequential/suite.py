@@ -7,10 +7,11 @@
     python -m petrec.models.sequential.suite --suite ... --report-only
 
 A suite file has ``name``, ``protocol``, ``base`` (a :class:`~petrec.models.sequential.run.SeqRunConfig`
-mapping shared by all runs) and ``runs`` (``name`` + ``config``, merged over ``base``). Each run's
-``metrics.json`` is copied to ``benchmarks/results/<name>/<run>.json`` (with the command, the
-machine and the peak RSS of its own process) and ``REPORT.md``'s table is regenerated from all of
-them.
+mapping shared by all runs) and ``runs`` (``name`` + ``config``, merged over ``base``; an optional
+``group`` names runs that repeat one configuration under other seeds). Each run's ``metrics.json``
+is copied to ``benchmarks/results/<name>/<run>.json`` (with the command, the machine and the peak
+RSS of its own process), and the results table is printed from all of them, with each group's
+mean and 95% interval over its seeds (REPORT.md quotes these tables).
 """
 
 from __future__ import annotations
@@ -83,6 +84,35 @@ def table(results: Path, ks: tuple[int, ...]) -> str:
     return "\n".join(lines)
 
 
+def seed_table(results: Path, ks: tuple[int, ...], groups: dict[str, str]) -> str:
+    """Markdown table of each seed group's mean and 95% interval (runs sharing a ``group`` in the suite).
+
+    Args:
+        results: The suite's results folder (``<run>.json`` per run).
+        ks: Cut-offs of the HR / NDCG columns.
+        groups: Run name → group name; groups with fewer than two recorded runs are left out.
+    """
+    from petrec.bench.aggregate import mean_std_ci
+
+    members: dict[str, list[dict[str, Any]]] = {}
+    for name, group in groups.items():
+        path = results / f"{name}.json"
+        if path.is_file():
+            members.setdefault(group, []).append(json.loads(path.read_text(encoding="utf-8")))
+    cols = [(x, k) for k in ks for x in ("hr", "ndcg")]
+    head = ["group", "runs"] + [f"{x.upper() if x == 'hr' else 'NDCG'}@{k} mean [95% CI]" for x, k in cols]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for group, runs in members.items():
+        if len(runs) < 2:
+            continue
+        cells = [group, ", ".join(str(r.get("name", "?")) for r in runs)]
+        for x, k in cols:
+            st = mean_std_ci([float(r.get("test", {}).get(f"{x}@{k}", float("nan"))) for r in runs])
+            cells.append(f"{st['mean']:.4f} [{st['ci_low']:.4f}, {st['ci_high']:.4f}]")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the selected entries of a suite, then regenerate its results table."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -105,6 +135,9 @@ def main(argv: list[str] | None = None) -> None:
             if not wanted or run["name"] in wanted:
                 run_one(suite, run, Path(args.work), results, extra)
     print(table(results, ks))
+    seeds = seed_table(results, ks, {r["name"]: r["group"] for r in suite["runs"] if r.get("group")})
+    if seeds:
+        print("\nMean over seeds (runs sharing a `group`):\n\n" + seeds)
 
 
 if __name__ == "__main__":
