@@ -219,6 +219,11 @@ def _ci(row: pd.Series) -> str:
     return f"[{row['metric_ci_low']:.3f}, {row['metric_ci_high']:.3f}]"
 
 
+def _overlap(a: pd.Series, b: pd.Series) -> bool:
+    """Whether two summary rows' 95% intervals of the metric mean overlap."""
+    return bool(a["metric_ci_low"] <= b["metric_ci_high"] and b["metric_ci_low"] <= a["metric_ci_high"])
+
+
 def versus_baseline(best: pd.Series, base: pd.Series, low: bool) -> str:
     """Whether the best parameter-efficient method beats the best baseline, by their 95% intervals.
 
@@ -228,7 +233,7 @@ def versus_baseline(best: pd.Series, base: pd.Series, low: bool) -> str:
     pair = f"the best parameter-efficient method ({best['method']}) and the best baseline ({base['method']})"
     if min(int(best["metric_n"]), int(base["metric_n"])) < 2:
         return f"{pair} are not distinguishable (one run on a side: no interval)"
-    if best["metric_ci_low"] <= base["metric_ci_high"] and base["metric_ci_low"] <= best["metric_ci_high"]:
+    if _overlap(best, base):
         return f"{pair} are not distinguishable (their 95% intervals overlap: {_ci(best)} vs {_ci(base)})"
     beats = best["metric_mean"] < base["metric_mean"] if low else best["metric_mean"] > base["metric_mean"]
     return (f"the best parameter-efficient method {'beats' if beats else 'does NOT beat'} the best baseline "
@@ -342,7 +347,7 @@ def _ablation_line(summary: pd.DataFrame, runs: pd.DataFrame, cell: dict[str, st
     rows = _cell(summary, cell["table"], cell["variant"], cell["k_label"]).set_index("method")
     a, b = rows.loc[ablation["method"]], rows.loc[ablation["against"]]
     side = "above" if stats["mean"] > 0 else "below"
-    if a["metric_ci_low"] <= b["metric_ci_high"] and b["metric_ci_low"] <= a["metric_ci_high"]:
+    if _overlap(a, b):
         return (f"{head}: the paired interval lies {side} 0, but the rows' own 95% intervals overlap ({_ci(a)} vs {_ci(b)}), "
                 "so by this report's rule they are not distinguishable")
     return f"{head}: {ablation['method']} is {side} {ablation['against']} (their 95% intervals {_ci(a)} vs {_ci(b)} do not overlap)"

@@ -209,20 +209,24 @@ class CollabTokens(nn.Module):
         """
         return self.tokens_and_logits(history_ids, history_feedback, item_ids)[0]
 
+    def _id_pass(self, history_ids: torch.Tensor, history_feedback: torch.Tensor, item_ids: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One pass of the ID model: history embeddings, user state, candidate, click logits
+        (with gradients only when the ID model is tuned)."""
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self.tune):
+            emb, user, item = self.id_model.represent(history_ids, history_feedback, item_ids)
+            return emb, user, item, self.id_model.score(user, item)
+
     def logits(self, history_ids: torch.Tensor, history_feedback: torch.Tensor,
                item_ids: torch.Tensor) -> torch.Tensor:
         """The ID model's own ``(B,)`` click logits alone (``model.collab_prompt_tokens: false``)."""
-        with torch.set_grad_enabled(torch.is_grad_enabled() and self.tune):
-            _, user, item = self.id_model.represent(history_ids, history_feedback, item_ids)
-            return self.id_model.score(user, item)
+        return self._id_pass(history_ids, history_feedback, item_ids)[3]
 
     def tokens_and_logits(self, history_ids: torch.Tensor, history_feedback: torch.Tensor,
                           item_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The soft tokens (as :meth:`forward`) and the ID model's own ``(B,)`` click logits, from
         one pass of the ID model (``model.collab_in_fusion`` mixes those logits in)."""
-        with torch.set_grad_enabled(torch.is_grad_enabled() and self.tune):
-            emb, user, item = self.id_model.represent(history_ids, history_feedback, item_ids)
-            id_logits = self.id_model.score(user, item)
+        emb, user, item, id_logits = self._id_pass(history_ids, history_feedback, item_ids)
         x = torch.cat([emb + self.role[_HISTORY], (user + self.role[_USER]).unsqueeze(1),
                        (item + self.role[_CANDIDATE]).unsqueeze(1)], dim=1)
         return self.proj(x.to(self.role.dtype)), id_logits

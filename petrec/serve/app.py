@@ -320,6 +320,7 @@ def create_app(cfg: Optional[ServeConfig] = None, *, keys: Optional[KeyRing] = N
         """Each history item's occlusion effect on the candidate's score: the score with the full
         history minus the score without that item (ctr / rating adapters; petrec.explain)."""
         allowed(p, body.adapter)
+        jobs: list[Any] = []  # the occlusion job `make` builds, for the prior's features below
 
         def make(adapter: LoadedAdapter) -> Any:
             if adapter.task == "next_item":
@@ -329,7 +330,6 @@ def create_app(cfg: Optional[ServeConfig] = None, *, keys: Optional[KeyRing] = N
             jobs.append(build_occlusion_job(adapter, body.history, body.candidate))
             return jobs[-1]
 
-        jobs: list[Any] = []
         adapter, scores = await state.submit(body.adapter, make)
         effects = [scores[0] - s for s in scores[1:]]
         parts: dict[str, float] = {}
