@@ -219,9 +219,7 @@ def _collab_id(splits: Any, data_cfg: Any, prepare: Callable[[Any], Any], fit: s
     try:
         examples = splits["train"]
         if fit == "heldout":
-            block = _prepared(dataclasses.replace(data_cfg, few_shot_k=None, max_train_examples=None),
-                              prepare).splits["train"]
-            examples = heldout_rows(block, examples, data_cfg)
+            examples = heldout_rows(_whole_block(data_cfg, prepare), examples, data_cfg)
         model, spec = fit_id_model(examples, encoder="gru4rec", hidden=64, history_len=int(data_cfg.history_len),
                                    seed=int(data_cfg.seed), fit=fit)
     except DataError as exc:
@@ -257,6 +255,23 @@ def _prior_collab(splits: Any, block: Any, data_cfg: Any, prepare: Callable[[Any
     return out
 
 
+def _counted_block(data_cfg: Any, train: Any, prior_stats: Any, prepare: Callable[[Any], Any]) -> Any:
+    """The examples the statistics rows count items over: the same block the recipe's prior counts.
+
+    ``prior_stats`` is the run config's: ``block`` (the default) is the whole training split before
+    ``few_shot_k`` / ``max_train_examples`` sampling, ``train`` the sampled training examples alone.
+    """
+    prior_stats = str(prior_stats or "block")
+    if prior_stats not in ("block", "train"):
+        raise BaselineError(f"prior_stats: expected 'block' or 'train', got {prior_stats!r}")
+    return train if prior_stats == "train" else _whole_block(data_cfg, prepare)
+
+
+def _whole_block(data_cfg: Any, prepare: Callable[[Any], Any]) -> Any:
+    """The training split before ``few_shot_k`` / ``max_train_examples`` sampling (the recipe's block)."""
+    return _prepared(dataclasses.replace(data_cfg, few_shot_k=None, max_train_examples=None), prepare).splits["train"]
+
+
 def run_baseline(name: str, config: dict[str, Any]) -> dict[str, Any]:
     """Compute one baseline on the data a run config describes (its ``data`` section).
 
@@ -289,7 +304,7 @@ def run_baseline(name: str, config: dict[str, Any]) -> dict[str, Any]:
     if name in ID_BASELINES:
         return _add_breakdowns(run_id_baseline(name, data_cfg, splits, config.get("id_ctr"), BaselineError),
                                data, data_cfg, debias)
-    block = _prepared(dataclasses.replace(data_cfg, few_shot_k=None), prepare).splits["train"]
+    block = _counted_block(data_cfg, splits["train"], config.get("prior_stats"), prepare)
     if name == "prior-features":
         return _add_breakdowns(_prior_features(splits, block), data, data_cfg, debias)
     fit = str(config.get("collab_fit") or "heldout")  # the ID model's examples, as the recipe picks them

@@ -101,3 +101,25 @@ def test_prior_features_is_the_recipes_warm_start_scored_alone() -> None:
         expected = roc_auc_score(splits[split]["label"], fitted.decision_function(stats.features(splits[split])))
         assert out[split]["auc"] == pytest.approx(expected, abs=1e-6)
     assert out["trainable_params"] == 5 and out["item_stat_examples"] == len(block) > out["train_examples"] == 200
+
+
+def test_statistics_rows_count_over_the_block_the_recipes_prior_counts() -> None:
+    """max_train_examples samples the examples, not the counts: as the recipe's ``prior_stats``."""
+    from petrec.data import DataConfig, prepare
+    from petrec.recipes.finetune import FinetuneConfig, fit_behaviour_stats
+
+    data = {"history_len": 5, "max_train_examples": 150, "seed": 3}
+    block = prepare(DataConfig(history_len=5, seed=3)).splits["train"]
+    assert len(block) > 150
+    for name in ("logreg-counts", "prior-features", "history-share"):
+        out = run_baseline(name, {"data": data})
+        assert out["train_examples"] == 150 and out["item_stat_examples"] == len(block), name
+    own = run_baseline("prior-features", {"data": data, "prior_stats": "train"})
+    assert own["item_stat_examples"] == 150
+    # The recipe's prior over the same data: its statistics are the prior-features row's.
+    cfg = FinetuneConfig(data=DataConfig(**data))
+    train = prepare(cfg.data).splits["train"]
+    counted = run_baseline("prior-features", {"data": data})
+    assert fit_behaviour_stats(cfg, train).fitted_on == counted["item_stat_examples"] == len(block)
+    with pytest.raises(BaselineError, match=r"prior_stats: expected 'block' or 'train', got 'all'"):
+        run_baseline("logreg-counts", {"data": data, "prior_stats": "all"})
