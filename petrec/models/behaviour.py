@@ -195,6 +195,11 @@ class PriorHead(nn.Module):
             self.fusion_bias = nn.Parameter(torch.zeros(()))
             if collab:
                 self.fusion_collab_weight = nn.Parameter(torch.zeros(()))
+            # ``model.lm_target: residual``: the training loss's fixed offset, prior + w * id + b,
+            # fitted on the training examples by the recipe (:meth:`set_residual`). Training only,
+            # so not saved: inference reads the fusion numbers above.
+            self.register_buffer("residual_collab_weight", torch.zeros(()), persistent=False)
+            self.register_buffer("residual_bias", torch.zeros(()), persistent=False)
         self.mlp: nn.Module | None = None
         if hidden:
             last = nn.Linear(hidden, 1)
@@ -249,6 +254,21 @@ class PriorHead(nn.Module):
         if self.fusion_collab_weight is not None:
             # None = a mix fitted without the ID model's logit (stage 1 of a two-stage schedule).
             self.fusion_collab_weight.fill_(0.0 if collab_weight is None else collab_weight)
+
+    @torch.no_grad()
+    def set_residual(self, collab_weight: float, bias: float) -> None:
+        """Store the offset a residual language model trains beside (``model.lm_target: residual``)."""
+        if self.fusion_weight is None:
+            raise PetrecModelError("set_residual: this prior head was built without stacked fusion")
+        self.residual_collab_weight.fill_(collab_weight)
+        self.residual_bias.fill_(bias)
+
+    def residual_offset(self, prior_logits: torch.Tensor, id_logits: torch.Tensor | None) -> torch.Tensor:
+        """``prior + w * id + b`` with the numbers of :meth:`set_residual`, detached (a fixed offset)."""
+        offset = prior_logits + self.residual_bias.float()
+        if id_logits is not None:
+            offset = offset + self.residual_collab_weight.float() * id_logits.float()
+        return offset.detach()
 
     def fusion_numbers(self) -> list[nn.Parameter]:
         """The stacked-fusion parameters this head holds (empty for joint fusion)."""
@@ -455,8 +475,12 @@ class BehaviourModel(nn.Module):
         stacked = prior_logits is not None and self.prior.fusion_weight is not None
         loss = None
         if labels is not None:
-            # Stacked fusion trains the language model on the text alone; joint, on the sum.
-            trained = lm_logits if stacked else logits
+            # Stacked fusion trains the language model on the text alone (or, lm_target: residual,
+            # beside the stacked parts' fixed offset); joint, on the sum.
+            trained = logits
+            if stacked:
+                residual = self.cfg.lm_target == "residual"
+                trained = lm_logits + self.prior.residual_offset(prior_logits, id_logits) if residual else lm_logits
             target = labels.reshape(-1).to(trained.dtype)
             if target.shape[0] != trained.shape[0]:
                 raise PetrecModelError(

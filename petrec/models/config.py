@@ -15,6 +15,7 @@ DType = Literal["float32", "bfloat16", "float16", "auto"]
 Scoring = Literal["head", "answer"]
 PromptFormat = Literal["auto", "chat", "plain"]
 PriorFusion = Literal["joint", "stacked"]
+LMTarget = Literal["text", "residual"]
 CollabEncoder = Literal["gru4rec", "sasrec", "caser"]
 
 TASKS: tuple[str, ...] = get_args(Task)
@@ -83,6 +84,13 @@ class ModelConfig:
     both train together on the training examples; ``stacked`` = the prior stays the fitted count
     model, the language model trains on the text alone, and two numbers (weight, bias) fitted on
     the validation split at each evaluation mix them (:mod:`petrec.fusion`)."""
+    lm_target: LMTarget = "text"
+    """With ``prior_fusion: stacked``: what the language model's training loss fits. ``text`` = the
+    label from the text alone; ``residual`` = the label with the frozen count model's logit (and,
+    with ``collab_in_fusion``, the ID model's) as a fixed offset, so the gradient goes to what the
+    counts and IDs miss (boosting on the stacked parts). The offset's weights are fitted once on
+    the training examples (their leave-one-out features and, with ``collab_fit: heldout``, an ID
+    model that never saw them); the mix itself is still fitted on validation."""
     collab_tokens: bool = False
     """ctr: collaborative tokens (:mod:`petrec.models.collab`, CoLLM / LLaRA style). The recipe
     trains an ID click model (``collab_encoder``) on training examples only; each example's
@@ -141,6 +149,12 @@ class ModelConfig:
             raise PetrecModelError(
                 f"model.prior_fusion={self.prior_fusion!r} mixes the language model with the behaviour "
                 "prior: set model.behaviour_prior: true as well"
+            )
+        _check_choice("lm_target", self.lm_target, get_args(LMTarget))
+        if self.lm_target == "residual" and self.prior_fusion != "stacked":
+            raise PetrecModelError(
+                "model.lm_target: residual trains the language model beside the stacked parts' fixed "
+                "offset: it needs model.behaviour_prior: true and model.prior_fusion: stacked"
             )
         _check_choice("scoring", self.scoring, get_args(Scoring))
         _check_choice("collab_encoder", self.collab_encoder, get_args(CollabEncoder))

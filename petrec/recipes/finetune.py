@@ -28,7 +28,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import yaml
@@ -56,7 +56,13 @@ from petrec.models import BehaviourModel, ModelConfig, PetrecModelError, build_m
 from petrec.models.collab import COLLAB_COLUMNS, CollabSpec
 from petrec.models.sequential.ctr import SequenceCTR
 from petrec.paths import resolve_model
-from petrec.recipes.collab import MIN_FIT_EXAMPLES, fit_id_model, heldout_rows, id_model_metrics
+from petrec.recipes.collab import (
+    MIN_FIT_EXAMPLES,
+    fit_id_model,
+    heldout_rows,
+    id_model_metrics,
+    id_model_scores,
+)
 from petrec.train import TrainConfig, make_accelerator, train
 
 
@@ -123,6 +129,10 @@ class FinetuneConfig:
         if self.collab_schedule == "two_stage" and not self.model.collab_prompt_tokens:
             raise ValueError("collab_schedule: two_stage trains the soft tokens' projector in stage 2; "
                              "model.collab_prompt_tokens: false has none")
+        if self.model.lm_target == "residual" and self.model.collab_in_fusion and self.collab_fit == "train":
+            raise ValueError("model.lm_target: residual with model.collab_in_fusion needs collab_fit: heldout: the "
+                             "offset on a training example must come from an ID model that never trained on it "
+                             "(collab_fit: train would hand the language model an over-confident offset)")
         if self.collab_projector_epochs is not None and (
                 isinstance(self.collab_projector_epochs, bool) or not isinstance(self.collab_projector_epochs, int)
                 or self.collab_projector_epochs < 1):
@@ -250,6 +260,40 @@ def fit_behaviour_stats(cfg: FinetuneConfig, train_split: object, block: _Traini
     return BehaviourStats.fit(counted, cfg.data.task, scaler_rows=train_split)
 
 
+def fit_residual_offset(model: Any, train_rows: Any, task: str, id_part: tuple[Any, Any, Any] | None
+                        ) -> tuple[float, float]:
+    """``model.lm_target: residual``: fit and store the offset ``prior + w * id + b`` on the training rows.
+
+    The prior scores the rows' leave-one-out features (their own label is not in their counts);
+    the ID model (``id_part``: model, spec, the unrendered training split) was fitted outside
+    them (``collab_fit: heldout``). ``w`` and ``b`` are a logistic (ctr) / least-squares (rating)
+    fit of the labels with the prior as the offset, :func:`petrec.fusion.fit_fusion_weights`.
+
+    Returns:
+        ``(w, b)`` as stored in the prior head (``w`` = 0 without the ID model).
+    """
+    import torch
+
+    from petrec.fusion import fit_fusion_weights
+
+    with torch.no_grad():
+        prior = model.prior(torch.as_tensor(np.asarray(train_rows["features"]),
+                                            dtype=model.prior.linear.weight.dtype)).float().numpy()
+    target = np.asarray(train_rows[LABEL_COLUMN[task]], dtype=float)
+    if id_part is None:
+        weights, bias = fit_fusion_weights(np.zeros((len(prior), 0)), prior, target, task)
+        weight = 0.0
+    else:
+        id_model, spec, examples = id_part
+        _, id_logits = id_model_scores(id_model, spec, examples)
+        if len(id_logits) != len(prior):
+            raise PetrecModelError(f"residual offset: {len(id_logits)} ID-model scores for {len(prior)} training rows")
+        weights, bias = fit_fusion_weights(id_logits.reshape(-1, 1), prior, target, task)
+        weight = float(weights[0])
+    model.prior.set_residual(weight, bias)
+    return weight, bias
+
+
 def fit_collab(cfg: FinetuneConfig, train_split: object, block: _TrainingBlock | None = None
                ) -> tuple[SequenceCTR, CollabSpec]:
     """The ID model of the collaborative tokens, fitted on the examples ``collab_fit`` names.
@@ -337,6 +381,12 @@ def main(argv: list[str] | None = None) -> dict:
     stacked = cfg.model.prior_fusion == "stacked"  # ModelConfig refuses it without behaviour_prior
     if stacked:  # the fitted count model stays fixed; the mix is fitted on validation (petrec.fusion)
         model.prior.freeze_fit()
+    offset = None
+    if cfg.model.lm_target == "residual":  # the language model trains beside this fixed offset
+        offset = fit_residual_offset(model, splits["train"], cfg.data.task,
+                                     (id_model, collab, data.splits["train"]) if cfg.model.collab_in_fusion else None)
+        accelerator.print(f"residual target: offset = prior + {offset[0]:.3f} * id + {offset[1]:.3f} "
+                          "(fitted on the training examples)")
     accelerator.print(petrec.trainable_report(model))
     if cfg.model.pooling == "auto" and accelerator.is_main_process:
         # Record what "auto" resolved to, so reloading this run never depends on the rule.
@@ -409,6 +459,8 @@ def main(argv: list[str] | None = None) -> dict:
         # The adapter this run started from (continual fine-tuning); None = fresh weights.
         "init_adapter": str(init_folder.resolve()) if init_folder is not None else None,
     }
+    if offset is not None:  # model.lm_target: residual, the training loss's fixed offset
+        metrics["residual_offset"] = {"collab_weight": offset[0], "bias": offset[1]}
     if collab is not None:  # what the tokens were made from (collab_tokens.json holds the vocabulary)
         metrics["collab"] = {"encoder": collab.encoder, "fit": collab.fit, "fitted_on": collab.fitted_on,
                              "id_model_heldout": collab.id_metrics, "vocab_items": len(collab.items),

@@ -225,3 +225,41 @@ def test_logit_only_keeps_the_prompt_as_text_and_freezes_the_projector(tiny_dirs
     with pytest.raises(PetrecModelError, match="collab_tune trains the ID model through the soft tokens"):
         ModelConfig(**common, collab_tokens=True, collab_in_fusion=True, collab_prompt_tokens=False,
                     collab_tune=True)
+
+
+def test_residual_target_trains_the_lm_beside_the_fixed_offset(tiny_dirs: dict[str, Path]) -> None:
+    import torch.nn.functional as F
+
+    from petrec.data.features import FEATURE_NAMES
+    from petrec.models import ModelConfig, build_model
+
+    s = spec()
+    common = {"backbone": str(tiny_dirs["bert"]), "collab_dim": 8, "dropout": 0.0, "behaviour_prior": True,
+              "prior_fusion": "stacked", "collab_tokens": True, "collab_in_fusion": True,
+              "collab_prompt_tokens": False}
+    model = build_model(ModelConfig(**common, lm_target="residual"), collab=s)
+    model.prior.freeze_fit()
+    model.prior.set_fusion(0.5, -0.1, 2.0)  # the validation mix: not what the training loss reads
+    model.prior.set_residual(0.8, 0.3)
+    inputs = dict(zip(COLLAB_COLUMNS, _inputs(s), strict=True))
+    features = torch.randn(3, len(FEATURE_NAMES))
+    ids, mask = torch.tensor([[2, 5, 6, 3]] * 3), torch.ones(3, 4, dtype=torch.long)
+    labels = torch.tensor([1.0, 0.0, 1.0])
+    out = model(input_ids=ids, attention_mask=mask, features=features, labels=labels, **inputs)
+    offset = out.prior_logits + 0.8 * out.collab_logits + 0.3
+    torch.testing.assert_close(out.loss, F.binary_cross_entropy_with_logits(out.lm_logits + offset, labels))
+    out.loss.backward()
+    # the offset is fixed: no gradient reaches the count model or the ID model
+    assert model.prior.linear.weight.grad is None and not any(p.requires_grad for p in model.collab.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for n, p in model.named_parameters()
+               if not n.startswith(("prior.", "collab.")))
+    # lm_target: text (the default) fits the label from the text alone, whatever the offset
+    text = build_model(ModelConfig(**common), collab=s)
+    text.load_state_dict(model.state_dict())
+    text.prior.set_residual(0.8, 0.3)
+    plain = text(input_ids=ids, attention_mask=mask, features=features, labels=labels, **inputs)
+    torch.testing.assert_close(plain.loss, F.binary_cross_entropy_with_logits(plain.lm_logits, labels))
+    with pytest.raises(PetrecModelError, match="lm_target: residual trains the language model beside"):
+        ModelConfig(behaviour_prior=True, lm_target="residual")
+    with pytest.raises(PetrecModelError, match="set_residual: this prior head was built without stacked"):
+        build_model(ModelConfig(backbone=str(tiny_dirs["bert"]), behaviour_prior=True)).prior.set_residual(1.0, 0.0)

@@ -160,7 +160,7 @@ def test_two_stage_needs_collab_tokens() -> None:
         FinetuneConfig(collab_projector_epochs=0)
 
 
-@pytest.mark.parametrize("case", ["joint", "two_stage", "logit_only"])
+@pytest.mark.parametrize("case", ["joint", "two_stage", "logit_only", "residual"])
 def test_collab_in_fusion_fits_the_id_weight_on_validation_and_reloads(
     finetune: ModuleType, tiny_bert: Path, tmp_path: Path, case: str
 ) -> None:
@@ -168,7 +168,10 @@ def test_collab_in_fusion_fits_the_id_weight_on_validation_and_reloads(
 
     out = tmp_path / "run"
     # logit_only: the ID model's logit in the mix, no tokens in the prompt (model.collab_prompt_tokens: false)
-    extra = ["--model.collab_prompt_tokens", "false"] if case == "logit_only" else ["--collab_schedule", case]
+    # residual: that, with the LM trained beside the count + ID offset fitted on the training examples
+    extra = {"logit_only": ["--model.collab_prompt_tokens", "false"],
+             "residual": ["--model.collab_prompt_tokens", "false", "--model.lm_target", "residual"]
+             }.get(case, ["--collab_schedule", case])
     metrics = _run(finetune, tiny_bert, out, "--train.max_steps", "2", "--model.behaviour_prior", "true",
                    "--model.prior_fusion", "stacked", "--model.collab_in_fusion", "true",
                    "--train.eval_at_start", "true", *extra)
@@ -178,7 +181,7 @@ def test_collab_in_fusion_fits_the_id_weight_on_validation_and_reloads(
     # the ID model alone on validation is the recipe's own reference number for it
     assert valid["collab_auc"] == pytest.approx(metrics["collab"]["id_model_valid_auc"], abs=1e-6)
     run = load_run(out)
-    assert run.model.cfg.collab_prompt_tokens == (case != "logit_only")
+    assert run.model.cfg.collab_prompt_tokens == (case not in ("logit_only", "residual"))
     assert float(run.model.prior.fusion_collab_weight.detach()) == pytest.approx(valid["fusion_collab_weight"],
                                                                                   abs=1e-6)
     data = finetune.prepare(run.data)
@@ -188,3 +191,10 @@ def test_collab_in_fusion_fits_the_id_weight_on_validation_and_reloads(
     if case == "logit_only":
         with pytest.raises(ValueError, match="two_stage trains the soft tokens' projector"):
             FinetuneConfig(collab_schedule="two_stage", model=run.model.cfg)
+    if case == "residual":  # the offset's numbers, fitted on the training examples, are in metrics.json
+        assert set(metrics["residual_offset"]) == {"collab_weight", "bias"}
+        assert np.isfinite(list(metrics["residual_offset"].values())).all()
+        with pytest.raises(ValueError, match=r"lm_target: residual with model\.collab_in_fusion needs collab_fit: heldout"):
+            FinetuneConfig(collab_fit="train", model=run.model.cfg)
+    else:
+        assert "residual_offset" not in metrics
