@@ -218,6 +218,8 @@ def train_info_from(metrics: dict[str, Any], proc: ProcessResult | None, out_dir
         **({"labels": metrics["labels"]} if "labels" in metrics else {}),
         # Collaborative tokens: which ID model made them, and its own valid / test AUC (petrec.recipes.collab).
         **({"collab": metrics["collab"]} if "collab" in metrics else {}),
+        # model.lm_target: residual, the fixed offset the language model trained beside.
+        **({"residual_offset": metrics["residual_offset"]} if "residual_offset" in metrics else {}),
     }
 
 

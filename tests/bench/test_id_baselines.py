@@ -114,6 +114,9 @@ def test_collab_id_is_the_recipes_id_model_fitted_outside_the_k_examples() -> No
     assert set(out["id_heldout"]) >= {"auc"} and out["labels"][0].startswith("baseline: the ID model")
     info = train_info_from({**out, "collab": {"fit": "heldout"}}, None, None)
     assert info["collab"] == {"fit": "heldout"}  # the runner keeps a run's collab block
+    assert "residual_offset" not in info
+    offset = {"collab_weight": 0.1, "bias": -0.2}  # ... and a residual run's offset
+    assert train_info_from({**out, "residual_offset": offset}, None, None)["residual_offset"] == offset
     with pytest.raises(BaselineError, match=r"collab-id: .*expected at least 100"):
         run_baseline("collab-id", {"data": {**SYNTH, "synthetic_users": 20}})
     # collab_fit: train (the run's own setting) fits on the training split itself
