@@ -269,7 +269,7 @@ def _counted_block(data_cfg: Any, train: Any, prior_stats: Any, prepare: Callabl
 
 def _whole_block(data_cfg: Any, prepare: Callable[[Any], Any]) -> Any:
     """The training split before ``few_shot_k`` / ``max_train_examples`` sampling (the recipe's block)."""
-    return _prepared(dataclasses.replace(data_cfg, few_shot_k=None, max_train_examples=None), prepare).splits["train"]
+    return _prepared(data_cfg.unsampled(), prepare).splits["train"]
 
 
 def run_baseline(name: str, config: dict[str, Any]) -> dict[str, Any]:

@@ -195,6 +195,15 @@ class DataConfig:
             return self.min_history
         return self.history_len if self.protocol == "tallrec" else 1
 
+    @property
+    def sampled(self) -> bool:
+        """Whether the training split is a sample of the block (``few_shot_k`` / ``max_train_examples``)."""
+        return self.few_shot_k is not None or self.max_train_examples is not None
+
+    def unsampled(self) -> DataConfig:
+        """This config without the training-split sampling: its split is the whole training block."""
+        return dataclasses.replace(self, few_shot_k=None, max_train_examples=None)
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable fields (the anonymisation salt is left out on purpose)."""
         out = dataclasses.asdict(self)

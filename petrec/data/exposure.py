@@ -10,7 +10,6 @@ the foundation layer, where the collator and the evaluators read them.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import replace
 from typing import Any
 
 from petrec.data.config import DataConfig
@@ -46,10 +45,9 @@ def annotate_splits(splits: Mapping[str, Any], data: PreparedData, data_cfg: Dat
         return dict(splits)
 
     train = data.splits["train"]
-    sampled = data_cfg.few_shot_k is not None or data_cfg.max_train_examples is not None
     # A fresh salt would re-hash the user ids of an anonymised block: count the sample instead.
-    if sampled and not (data_cfg.anonymize and not data_cfg.anonymize_salt):
-        train = prepare(replace(data_cfg, few_shot_k=None, max_train_examples=None)).splits["train"]
+    if data_cfg.sampled and not (data_cfg.anonymize and not data_cfg.anonymize_salt):
+        train = prepare(data_cfg.unsampled()).splits["train"]
     implicit_ctr = data_cfg.task == "ctr" and bool(data.summary.get("implicit"))
     stats = ExposureStats.fit(train, data.items["item_id"], cfg, implicit_ctr=implicit_ctr,
                               item_genres=_genres(data.items) if cfg.propensity == "logistic" else None)

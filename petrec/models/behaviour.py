@@ -477,10 +477,12 @@ class BehaviourModel(nn.Module):
         if labels is not None:
             # Stacked fusion trains the language model on the text alone (or, lm_target: residual,
             # beside the stacked parts' fixed offset); joint, on the sum.
-            trained = logits
-            if stacked:
-                residual = self.cfg.lm_target == "residual"
-                trained = lm_logits + self.prior.residual_offset(prior_logits, id_logits) if residual else lm_logits
+            if not stacked:
+                trained = logits
+            elif self.cfg.lm_target == "residual":
+                trained = lm_logits + self.prior.residual_offset(prior_logits, id_logits)
+            else:
+                trained = lm_logits
             target = labels.reshape(-1).to(trained.dtype)
             if target.shape[0] != trained.shape[0]:
                 raise PetrecModelError(

@@ -26,7 +26,7 @@ import os
 import sys
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -242,7 +242,7 @@ class _TrainingBlock:
     """The training split before ``few_shot_k`` / ``max_train_examples`` sampling, prepared once when first asked."""
 
     def __init__(self, data_cfg: DataConfig) -> None:
-        self._cfg = replace(data_cfg, few_shot_k=None, max_train_examples=None)
+        self._cfg = data_cfg.unsampled()
         self._split: object | None = None
 
     def get(self) -> object:
@@ -254,9 +254,8 @@ class _TrainingBlock:
 def fit_behaviour_stats(cfg: FinetuneConfig, train_split: object, block: _TrainingBlock | None = None
                         ) -> BehaviourStats:
     """Statistics of the prior path: counts over the training block (or examples), scaler on the examples."""
-    sampled = cfg.data.few_shot_k is not None or cfg.data.max_train_examples is not None
     block = block or _TrainingBlock(cfg.data)
-    counted = block.get() if cfg.prior_stats == "block" and sampled else train_split
+    counted = block.get() if cfg.prior_stats == "block" and cfg.data.sampled else train_split
     return BehaviourStats.fit(counted, cfg.data.task, scaler_rows=train_split)
 
 
@@ -268,26 +267,26 @@ def fit_residual_offset(model: Any, train_rows: Any, task: str, id_part: tuple[A
     the ID model (``id_part``: model, spec, the unrendered training split) was fitted outside
     them (``collab_fit: heldout``). ``w`` and ``b`` are a logistic (ctr) / least-squares (rating)
     fit of the labels with the prior as the offset, :func:`petrec.fusion.fit_fusion_weights`.
+    Without the ID model the offset is the prior itself (``w = b = 0``): the warm start already
+    fitted it to these rows.
 
     Returns:
-        ``(w, b)`` as stored in the prior head (``w`` = 0 without the ID model).
+        ``(w, b)`` as stored in the prior head.
     """
-    import torch
+    weight, bias = 0.0, 0.0
+    if id_part is not None:
+        import torch
 
-    from petrec.fusion import fit_fusion_weights
+        from petrec.fusion import fit_fusion_weights
 
-    with torch.no_grad():
-        prior = model.prior(torch.as_tensor(np.asarray(train_rows["features"]),
-                                            dtype=model.prior.linear.weight.dtype)).float().numpy()
-    target = np.asarray(train_rows[LABEL_COLUMN[task]], dtype=float)
-    if id_part is None:
-        weights, bias = fit_fusion_weights(np.zeros((len(prior), 0)), prior, target, task)
-        weight = 0.0
-    else:
+        with torch.no_grad():
+            prior = model.prior(torch.as_tensor(np.asarray(train_rows["features"]),
+                                                dtype=model.prior.linear.weight.dtype)).float().numpy()
         id_model, spec, examples = id_part
         _, id_logits = id_model_scores(id_model, spec, examples)
         if len(id_logits) != len(prior):
             raise PetrecModelError(f"residual offset: {len(id_logits)} ID-model scores for {len(prior)} training rows")
+        target = np.asarray(train_rows[LABEL_COLUMN[task]], dtype=float)
         weights, bias = fit_fusion_weights(id_logits.reshape(-1, 1), prior, target, task)
         weight = float(weights[0])
     model.prior.set_residual(weight, bias)

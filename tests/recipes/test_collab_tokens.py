@@ -31,7 +31,7 @@ def test_a_collab_run_writes_its_spec_and_reloads_to_the_same_scores(
     metrics = _run(finetune, tiny_bert, out, "--train.max_steps", "3")
     spec = CollabSpec.load(out)
     # collab_fit: heldout = the training block minus the 64 examples the language model trains on
-    block = len(finetune.prepare(finetune.replace(load_run(out).data, max_train_examples=None)).splits["train"])
+    block = len(finetune.prepare(load_run(out).data.unsampled()).splits["train"])
     assert spec.fit == "heldout" and spec.fitted_on == block - 64
     assert metrics["collab"]["fitted_on"] == spec.fitted_on and 0 < metrics["collab"]["id_model_test_auc"] < 1
     tensors = load_file(out / "adapter" / TENSORS_FILE)
