@@ -9,6 +9,9 @@ counting achieves:
   block's like rate.
 * ``logreg-counts`` — scikit-learn logistic regression on three features (history like
   share, smoothed item like rate, log(1 + item count)), fitted on the k few-shot examples.
+* ``logreg-content`` — the same plus the item catalogue's fields (genres, decade, category,
+  brand) and the user's like share over history items sharing them (:mod:`petrec.bench.content`):
+  what the item content adds to the counts without a language model.
 
 Item counts and like rates are taken over the **whole training block** (8,000 examples
 under P1), as BENCHMARKS.md defines these reference rows — so ``item-rate`` and
@@ -45,6 +48,9 @@ BASELINE_DESCRIPTIONS: dict[str, str] = {
                  "counted over the whole training block)",
     "logreg-counts": "logistic regression on history like share, smoothed item like rate and log item count "
                      "(item statistics over the whole training block; regression fitted on the k examples)",
+    "logreg-content": "logistic regression on logreg-counts' three features, the candidate's catalogue tokens "
+                      "(genres, decade, category, brand; one-hot) and the user's like share over history items "
+                      "sharing a token with it (fitted on the k examples): what item content adds without an LM",
     "prior-features": "the behaviour prior alone: logistic regression on petrec.data.features (item statistics "
                       "over the whole training block, leave-one-out on the k training examples; regression "
                       "fitted on the k examples), i.e. the prior head's warm start without a language model",
@@ -127,6 +133,20 @@ def _logreg(train: Any, stats: ItemStats) -> tuple[Callable[[np.ndarray], np.nda
     model = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=1000))
     model.fit(features(train, stats), y)
     return (lambda x: model.predict_proba(x)[:, 1]), 4
+
+
+def _logreg_content(train: Any, stats: ItemStats, items: Any) -> tuple[Callable[[Any], np.ndarray], int]:
+    """The ``logreg-content`` row (:mod:`petrec.bench.content`): split → like probability, parameter count."""
+    from petrec.bench.content import ItemContent, fit_content_logreg
+
+    y = _labels(train)
+    if len(np.unique(y)) < 2:
+        raise BaselineError(f"logistic regression needs both classes; the {len(y)} training examples have one")
+    try:
+        content = ItemContent.from_catalogue(items)
+    except ValueError as exc:
+        raise BaselineError(f"logreg-content: {exc}") from None
+    return fit_content_logreg(train, lambda split: features(split, stats), content, stats.prior)
 
 
 #: name → fit(train split, item stats) → (score function over features, trained parameter count).
@@ -313,10 +333,14 @@ def run_baseline(name: str, config: dict[str, Any]) -> dict[str, Any]:
     if name == "prior-collab":
         return _add_breakdowns(_prior_collab(splits, block, data_cfg, prepare, fit), data, data_cfg, debias)
     stats = ItemStats.from_split(list(block["item_id"]), [int(v) for v in block["label"]])
-    score, n_params = STATS_BASELINES[name](splits["train"], stats)
+    if name == "logreg-content":
+        score, n_params = _logreg_content(splits["train"], stats, data.items)
+    else:
+        fitted, n_params = STATS_BASELINES[name](splits["train"], stats)
+        score = lambda split: fitted(features(split, stats))  # noqa: E731
     out: dict[str, Any] = {SCORES_KEY: {}}
     for split in ("valid", "test"):
-        out[SCORES_KEY][split] = score(features(splits[split], stats))
+        out[SCORES_KEY][split] = score(splits[split])
         out[split] = compute_ctr(_labels(splits[split]), out[SCORES_KEY][split])
     out["valid_best"] = {"metric": "auc", "value": out["valid"].get("auc"), "step": 0}
     # A share of "total" parameters means nothing for a statistics scorer: left empty on purpose.
