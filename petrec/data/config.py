@@ -13,6 +13,7 @@ DATASETS = ("ml-100k", "ml-1m", "ml-latest-small", "scientific", "synthetic", "c
 TASKS = ("ctr", "rating", "next_item")
 PROTOCOLS = ("tallrec", "temporal", "periods", "loo", "kfold")
 TEMPLATES = ("compact", "tallrec")
+ITEM_NAMES = ("title", "text")
 POLICIES = ("error", "filter")
 COLUMN_KEYS = ("user", "item", "time", "rating", "label")
 ITEM_COLUMN_KEYS = ("item", "title", "genres", "year", "category", "brand", "text")
@@ -50,6 +51,11 @@ class DataConfig:
     """Seed for few-shot sampling, subsampling, negative sampling, k-fold and the synthetic world."""
     template: str = "compact"
     """Prompt template for the ``text`` column: compact (default, short) or tallrec."""
+    item_name: str = "title"
+    """What names an item in prompts: title (the default: short prompts) or text, the catalogue's
+    whole item text (MovieLens ``Title (year). Genres: A, B.``; a csv catalogue's ``text`` column, else
+    its title with genres / year / category / brand). Longer names leave room for fewer history items
+    under the same max_length (the oldest are dropped first)."""
     negatives: int = 1
     """Implicit-feedback ctr: sampled negative candidates per observed (positive) interaction."""
     implicit: bool | None = None
@@ -119,6 +125,7 @@ class DataConfig:
             ("task", TASKS),
             ("protocol", PROTOCOLS),
             ("template", TEMPLATES),
+            ("item_name", ITEM_NAMES),
             ("policy", POLICIES),
         ):
             if getattr(self, name) not in options:

@@ -26,6 +26,7 @@ from petrec.data.errors import DataFileError
 from petrec.data.splits import SPLIT_NAMES, sample_indices
 from petrec.data.synthetic import synthetic_world
 from petrec.data.tasks import build_examples
+from petrec.data.tokenize import name_column
 from petrec.data.validate import (
     ValidationReport,
     check_history_lengths,
@@ -70,7 +71,8 @@ class PreparedData:
     splits: datasets.DatasetDict
     """``train``, ``valid`` and ``test`` example datasets."""
     items: datasets.Dataset
-    """Catalogue of the items in the examples: item_id, title, text (and genres/year/... when known)."""
+    """Catalogue of the items in the examples: item_id, title, text (and genres/year/... when known;
+    ``name``, what prompts call an item, under ``item_name: text``)."""
     summary: dict[str, Any] = field(default_factory=dict)
     """Counts read/kept/dropped per reason, label balance, users, items, history lengths, config."""
 
@@ -263,7 +265,10 @@ def prepare(cfg: DataConfig) -> PreparedData:
         items["text"] = items["item_id"]
     used = items["item_id"].isin(pd.unique(inter["item_id"]))
     items = items.loc[used].reset_index(drop=True)
-    name_col = "title" if "title" in items else "text"
+    items = items.drop(columns="name", errors="ignore")
+    if cfg.item_name == "text":  # the catalogue's `name` column: what prompts (and a server) call an item
+        items["name"] = items["text"]
+    name_col = name_column(items.columns)
     noun = "movie" if cfg.dataset in _MOVIES else "item"
     tables_out, info = build_examples(
         inter, items["item_id"].to_numpy(dtype=object),

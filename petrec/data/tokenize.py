@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import datasets
@@ -24,14 +24,21 @@ from petrec.data.text import render_one
 BATCH_CALLS = {"examples": 0, "items": 0}
 
 
+def name_column(columns: Iterable[str]) -> str:
+    """The catalogue column that names items in prompts: ``name`` (``data.item_name: text`` writes
+    it), else ``title``, else ``text``."""
+    columns = set(columns)
+    return "name" if "name" in columns else "title" if "title" in columns else "text"
+
+
 def _names(items: Any) -> dict[str, str]:
     df = items.to_pandas() if isinstance(items, datasets.Dataset) else pd.DataFrame(items)
-    col = "title" if "title" in df.columns else "text"
+    col = name_column(df.columns)
     return dict(zip(df["item_id"].astype(str), df[col].fillna("").astype(str), strict=True))
 
 
 def catalogue_names(items: Any) -> dict[str, str]:
-    """``item_id`` → the name prompts use for it (``title``, else ``text``) of a catalogue.
+    """``item_id`` → the name prompts use for it (:func:`name_column`) of a catalogue.
 
     Build it once and pass it to :func:`tokenize_rows` (a server or a fast scorer does).
     """

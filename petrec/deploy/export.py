@@ -64,6 +64,7 @@ import pandas as pd
 
 import petrec
 from petrec.data import DataConfig
+from petrec.data.tokenize import name_column
 from petrec.deploy.inputs import needed_files
 from petrec.deploy.load import (  # re-exported: export.py was one module before
     item_names,
@@ -122,8 +123,9 @@ _LEGACY = re.compile(r"^\.(?P<target>.+)\.(?P<kind>tmp|old)-[A-Za-z0-9_]{8}$")
 def build_catalogue(data_cfg: DataConfig, task: str) -> pd.DataFrame:
     """The item catalogue of a run's data config, with ``text`` = the item text the model saw.
 
-    ``petrec.data`` renders an item in prompts by its ``title`` (or ``text`` when there is no
-    title); for ``ctr`` / ``rating`` that is what ``text`` holds here, and the catalogue's longer
+    ``petrec.data`` renders an item in prompts by its name (:func:`petrec.data.tokenize.name_column`:
+    ``name`` under ``data.item_name: text``, else ``title``, else ``text``); for ``ctr`` / ``rating``
+    that is what ``text`` holds here, and the catalogue's longer
     description, if any, moves to ``description``. ``next_item`` models also encode items from
     ``text`` itself, so there ``text`` stays as it is.
 
@@ -137,10 +139,11 @@ def build_catalogue(data_cfg: DataConfig, task: str) -> pd.DataFrame:
         )
     items = petrec.data.prepare(data_cfg).items.to_pandas()
     items["item_id"] = items["item_id"].astype(str)
-    if task != "next_item" and "title" in items.columns:
+    name = name_column(items.columns)
+    if task != "next_item" and name != "text":
         if "text" in items.columns and "description" not in items.columns:
             items["description"] = items["text"]
-        items["text"] = items["title"].fillna("").astype(str)
+        items["text"] = items[name].fillna("").astype(str)
     elif "text" not in items.columns:
         items["text"] = items["item_id"]
     items["text"] = items["text"].fillna("").astype(str)

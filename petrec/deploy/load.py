@@ -284,7 +284,7 @@ def read_catalogue(export_dir: str | os.PathLike[str]) -> pd.DataFrame:
 
 
 def item_names(items: pd.DataFrame) -> dict[str, str]:
-    """``item_id`` → the name prompts use for it (``title``, else ``text``).
+    """``item_id`` → the name prompts use for it (``name``, else ``title``, else ``text``).
 
     Build it once and pass it to :func:`score_requests` (same as
     :func:`petrec.data.catalogue_names`).
