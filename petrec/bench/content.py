@@ -71,7 +71,9 @@ class ItemContent:
 
 def _field_tokens(field: str, value: Any) -> list[str]:
     """``genres`` / ``category`` / ``brand`` split on ``|``; ``year`` → its decade."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    import pandas as pd
+
+    if not isinstance(value, str) and pd.isna(value):  # None, NaN, pd.NA
         return []
     text = str(value).strip()
     if not text:

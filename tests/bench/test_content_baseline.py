@@ -16,8 +16,8 @@ CATALOGUE = pd.DataFrame({
     "item_id": ["a", "b", "c", "d"],
     "title": ["A", "B", "C", "D"],
     "genres": ["Drama|Comedy", "Drama", "Horror", ""],
-    "year": ["1994", "2001", "", "19xx"],
-})
+    "year": ["1994", "2001", None, "19xx"],
+}).astype({"year": "string"})  # a missing year as pd.NA
 
 
 def test_catalogue_tokens_by_hand() -> None:
