@@ -121,15 +121,19 @@ def _item_rate(train: Any, stats: ItemStats) -> tuple[Callable[[np.ndarray], np.
     return (lambda x: x[:, 1]), 0
 
 
+def _require_both_classes(y: np.ndarray) -> None:
+    if len(np.unique(y)) < 2:
+        raise BaselineError(f"logistic regression needs both classes; the {len(y)} training examples are all "
+                            f"label {int(y[0]) if len(y) else '?'}")
+
+
 def _logreg(train: Any, stats: ItemStats) -> tuple[Callable[[np.ndarray], np.ndarray], int]:
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
     y = _labels(train)
-    if len(np.unique(y)) < 2:
-        raise BaselineError(f"logistic regression needs both classes; the {len(y)} training examples are all "
-                            f"label {int(y[0]) if len(y) else '?'}")
+    _require_both_classes(y)
     model = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=1000))
     model.fit(features(train, stats), y)
     return (lambda x: model.predict_proba(x)[:, 1]), 4
@@ -139,9 +143,7 @@ def _logreg_content(train: Any, stats: ItemStats, items: Any) -> tuple[Callable[
     """The ``logreg-content`` row (:mod:`petrec.bench.content`): split → like probability, parameter count."""
     from petrec.bench.content import ItemContent, fit_content_logreg
 
-    y = _labels(train)
-    if len(np.unique(y)) < 2:
-        raise BaselineError(f"logistic regression needs both classes; the {len(y)} training examples have one")
+    _require_both_classes(_labels(train))
     try:
         content = ItemContent.from_catalogue(items)
     except ValueError as exc:

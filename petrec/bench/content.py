@@ -29,8 +29,6 @@ import numpy as np
 CONTENT_FIELDS = ("genres", "year", "category", "brand")
 #: Pseudo-count pulling the content-matched history like share toward the whole history's share.
 AFFINITY_PRIOR_STRENGTH = 2.0
-#: Columns before the one-hot tokens: the three counts, then the two affinity features.
-DENSE_COLUMNS = 5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,11 +125,15 @@ def fit_content_logreg(train: Any, counts: Callable[[Any], np.ndarray], content:
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
-    def matrix(split: Any, scaler: StandardScaler) -> Any:
-        dense = np.hstack([counts(split), affinity(split, content, prior)])
-        return sparse.hstack([sparse.csr_matrix(scaler.transform(dense)), one_hot(split, content)]).tocsr()
+    def dense(split: Any) -> np.ndarray:  # the three counts, then the two affinity columns
+        return np.hstack([counts(split), affinity(split, content, prior)])
 
-    scaler = StandardScaler().fit(np.hstack([counts(train), affinity(train, content, prior)]))
+    def matrix(rows: np.ndarray, split: Any) -> Any:
+        return sparse.hstack([sparse.csr_matrix(scaler.transform(rows)), one_hot(split, content)]).tocsr()
+
+    train_dense = dense(train)
+    scaler = StandardScaler().fit(train_dense)
     model = LogisticRegression(C=1.0, max_iter=2000)
-    model.fit(matrix(train, scaler), np.asarray(train["label"], dtype=float))
-    return (lambda split: model.predict_proba(matrix(split, scaler))[:, 1]), DENSE_COLUMNS + len(content.vocab) + 1
+    model.fit(matrix(train_dense, train), np.asarray(train["label"], dtype=float))
+    n_params = train_dense.shape[1] + len(content.vocab) + 1
+    return (lambda split: model.predict_proba(matrix(dense(split), split))[:, 1]), n_params
