@@ -108,13 +108,14 @@ def one_hot(split: Any, content: ItemContent) -> Any:
     return sparse.csr_matrix((np.ones(len(indices)), indices, indptr), shape=(len(cols), len(content.vocab)))
 
 
-def fit_content_logreg(train: Any, counts: Callable[[Any], np.ndarray], content: ItemContent,
+def fit_content_logreg(train: Any, counts: Callable[[Any, bool], np.ndarray], content: ItemContent,
                        prior: float) -> tuple[Callable[[Any], np.ndarray], int]:
     """Fit the logistic regression on a training split.
 
     Args:
         train: The training examples (``history_item_ids``, ``history_labels``, ``item_id``, ``label``).
-        counts: Split → the ``logreg-counts`` features of its examples (the same block's statistics).
+        counts: (split, leave_one_out) → the ``logreg-counts`` features of its examples (the same
+            block's statistics; ``leave_one_out`` for the training rows, which the block counted).
         content: The catalogue's tokens.
         prior: The block's like rate (the affinity of an empty history).
 
@@ -125,13 +126,13 @@ def fit_content_logreg(train: Any, counts: Callable[[Any], np.ndarray], content:
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
-    def dense(split: Any) -> np.ndarray:  # the three counts, then the two affinity columns
-        return np.hstack([counts(split), affinity(split, content, prior)])
+    def dense(split: Any, loo: bool = False) -> np.ndarray:  # the three counts, then the two affinity columns
+        return np.hstack([counts(split, loo), affinity(split, content, prior)])
 
     def matrix(rows: np.ndarray, split: Any) -> Any:
         return sparse.hstack([sparse.csr_matrix(scaler.transform(rows)), one_hot(split, content)]).tocsr()
 
-    train_dense = dense(train)
+    train_dense = dense(train, loo=True)
     scaler = StandardScaler().fit(train_dense)
     model = LogisticRegression(C=1.0, max_iter=2000)
     model.fit(matrix(train_dense, train), np.asarray(train["label"], dtype=float))

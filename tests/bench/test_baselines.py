@@ -32,6 +32,34 @@ def test_item_stats_and_features_by_hand() -> None:
     np.testing.assert_allclose(x[1], [0.75, 0.75, 0.0])  # empty history → the block's like rate
 
 
+def test_training_rows_leave_their_own_label_out_of_the_item_counts() -> None:
+    stats = ItemStats.from_split(["a", "a", "b"], [1, 0, 1])
+    m, prior = ITEM_PRIOR_STRENGTH, stats.prior
+    train = {"history_labels": [[1], [0], []], "item_id": ["a", "a", "b"], "label": [1, 0, 1]}
+    x = features(train, stats, leave_one_out=True)
+    np.testing.assert_allclose(x[:, 1], [(0 + m * prior) / (1 + m), (1 + m * prior) / (1 + m), prior])
+    np.testing.assert_allclose(x[:, 2], [math.log(2), math.log(2), 0.0])  # b's only example: unseen
+    assert features(train, stats)[0, 1] == pytest.approx((1 + m * prior) / (2 + m))  # scoring rows: all counts
+
+
+def test_logreg_counts_fits_on_the_leave_one_out_rows() -> None:
+    """Each item seen once, labels random: with its own label in its rate, the training rows would
+    make the rate a perfect predictor; left out, the rate says nothing and gets no weight."""
+    rng = np.random.default_rng(0)
+    n = 400
+    labels = rng.integers(0, 2, n).tolist()
+    items = [f"i{k}" for k in range(n)]
+    stats = ItemStats.from_split(items, labels)
+    train = {"history_labels": [[int(v)] for v in rng.integers(0, 2, n)], "item_id": items, "label": labels}
+    score, n_params = _logreg(train, stats)
+    assert n_params == 4
+    # Scoring the same rows with every count in: a model fitted on leaked rates would rank them
+    # almost perfectly; the leave-one-out fit cannot tell them apart.
+    from sklearn.metrics import roc_auc_score
+
+    assert roc_auc_score(labels, score(features(train, stats))) < 0.65
+
+
 def test_logreg_needs_both_classes() -> None:
     stats = ItemStats.from_split(["a"], [1])
     with pytest.raises(BaselineError, match="needs both classes; the 2 training examples are all label 1"):
