@@ -158,6 +158,13 @@ class PrefixStore(NamedAdapterModule):
         self.hook_handles: list[Any] = []
         self.layer_shapes: list[tuple[int, int]] = []
 
+    def __getstate__(self) -> dict[str, Any]:
+        # A copy (copy.deepcopy, as export and serve make) never carries the last forward's
+        # prefixes: they are non-leaf tensors, which deepcopy refuses, and the copy recomputes them.
+        state = dict(self.__dict__)
+        state["_kv"] = None
+        return state
+
     def layer_kv(self, index: int) -> tuple[torch.Tensor, torch.Tensor] | None:
         """Prefix of attention layer ``index`` for the running forward (``None`` when disabled)."""
         if self._kv is None:
@@ -170,8 +177,17 @@ class PrefixStore(NamedAdapterModule):
         self._kv = adapter() if adapter is not None else None
 
     def end(self, *_: Any) -> None:
-        """Forward hook of the base: drop the per-forward prefixes."""
-        self._kv = None
+        """Forward hook of the base: drop the per-forward prefixes, unless a backward pass may
+        still need them.
+
+        Activation checkpointing re-runs the attention layers during the backward pass, after
+        this forward has returned; they must concatenate the same prefixes as the first time
+        (without them the recomputation saves fewer tensors and torch raises ``CheckpointError``).
+        With autograd on, the prefixes are kept until the next forward's :meth:`begin` replaces
+        them; they are a few small tensors per layer.
+        """
+        if not torch.is_grad_enabled():
+            self._kv = None
 
 
 def _discover(base: nn.Module) -> list[tuple[nn.Module, tuple[int, ...]]]:
