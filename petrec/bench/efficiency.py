@@ -155,7 +155,9 @@ def build(cfg: EfficiencyConfig) -> tuple[Any, list[str]]:
         model = BertForSequenceClassification(config)
         labels = [f"{cfg.shape} shape with RANDOM weights: memory and speed only"]
     if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
+        from petrec.models.build import enable_activation_checkpointing
+
+        enable_activation_checkpointing(model)
     return model, labels
 
 

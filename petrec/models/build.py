@@ -142,6 +142,22 @@ def load_backbone(cfg: ModelConfig) -> tuple[nn.Module, bool]:
     return backbone, decoder
 
 
+def enable_activation_checkpointing(model: nn.Module) -> None:
+    """Recompute a transformers model's layer activations in the backward pass (non-reentrant).
+
+    Non-reentrant checkpointing also reaches trainable parameters when the frozen input embeddings
+    need no gradient. transformers 5 names the switch ``activation_checkpointing_enable`` and keeps
+    ``gradient_checkpointing_enable`` as a deprecated alias (to go in v6); either is taken.
+    """
+    enable = getattr(model, "activation_checkpointing_enable", None)
+    if enable is not None:
+        enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if hasattr(getattr(model, "config", None), "use_cache"):
+        model.config.use_cache = False
+
+
 def drop_pooler(backbone: nn.Module) -> None:
     """Remove a BERT-style pooler: petrec pools itself, and an unused trained layer would break
     DDP (parameters without gradients) and inflate parameter counts."""
@@ -208,12 +224,7 @@ def build_model(cfg: ModelConfig, *, collab: CollabSpec | None = None) -> Behavi
             raise PetrecModelError(
                 f"model.gradient_checkpointing: {type(backbone).__name__} does not support it"
             )
-        # Non-reentrant checkpointing also works when the frozen embeddings need no grad.
-        backbone.gradient_checkpointing_enable(
-            gradient_checkpointing_kwargs={"use_reentrant": False}
-        )
-        if hasattr(backbone.config, "use_cache"):
-            backbone.config.use_cache = False
+        enable_activation_checkpointing(backbone)
     model = BehaviourModel(backbone, cfg, is_decoder=decoder, collab=collab)
     if cfg.scoring == "answer":
         tok = load_tokenizer(cfg)

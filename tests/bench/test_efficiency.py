@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -34,6 +35,18 @@ def test_measure_tiny_shape(method: str, tmp_path: Path) -> None:
     assert peak["train_rss_delta_mb"] == pytest.approx(peak["train_peak_rss_mb"] - peak["cpu_base_rss_mb"])
     assert out["adapter_bytes"] > 4 * expected_trainable * 0.9  # fp32 tensors of what trained
     assert not (tmp_path / "adapter").exists()  # measured, then deleted (keep_adapter=False)
+
+
+@pytest.mark.parametrize("method", ["lora", "prefix", "prompt"])
+def test_measure_with_activation_checkpointing(method: str, tmp_path: Path) -> None:
+    """The efficiency suites' ``gradient_checkpointing: true`` variants: the model recomputes its
+    layers, and every method trains through it (prefix tuning failed the recomputation before)."""
+    cfg = EfficiencyConfig(method=method, shape="tiny", batch_size=2, seq_len=8, steps=2, infer_steps=1,
+                           device="cpu", output_dir=str(tmp_path), gradient_checkpointing=True)
+    model, _ = build(cfg)
+    assert model.is_activation_checkpointing and not model.config.use_cache
+    out = measure(cfg)
+    assert len(out["losses"]) == 3 and all(math.isfinite(v) for v in out["losses"])
 
 
 def test_main_writes_metrics_and_rejects_bad_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
