@@ -84,7 +84,7 @@ def test_build_lora_trains_only_lora_and_head(family: str, tiny_dirs: dict[str, 
 
 
 @pytest.mark.parametrize("family", ["bert", "gpt2", "llama"])
-@pytest.mark.parametrize("method", sorted(set(METHODS) - {"qlora"}))
+@pytest.mark.parametrize("method", sorted(set(METHODS)))
 def test_gradient_checkpointing_gives_the_same_gradients(family: str, method: str, tiny_dirs: dict[str, Path]) -> None:
     """Every method: the backward pass recomputes the layers and must see what the forward saw
     (prefix tuning's per-forward keys / values included)."""
