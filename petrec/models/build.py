@@ -231,7 +231,7 @@ def build_model(cfg: ModelConfig, *, collab: CollabSpec | None = None) -> Behavi
         ids = answer_token_ids(tok, get_frame(tok), cfg.task)
         model.head.init_rows(answer_rows(backbone, resolve_model(cfg.backbone), ids))
     heads = ["head", *(["prior"] if cfg.behaviour_prior else []), *(["collab"] if cfg.collab_tokens else [])]
-    model = attach(model, cfg.method, head=heads, quantize=cfg.quantize, **cfg.method_kwargs)
+    model = attach(model, cfg.method, targets=cfg.targets, head=heads, quantize=cfg.quantize, **cfg.method_kwargs)
     if cfg.collab_tokens:
         model.collab.freeze_id_model(logit_only=not cfg.collab_prompt_tokens)
     if not isinstance(model, BehaviourModel):

@@ -62,6 +62,12 @@ class ModelConfig:
     prefix, adapter, qlora)."""
     method_kwargs: dict[str, Any] = field(default_factory=dict)
     """Keyword options of the method (``r``, ``alpha`` ...), passed to ``petrec.attach``."""
+    targets: list[str] | str | None = None
+    """Modules the method adapts, passed to ``petrec.attach(targets=...)``: a list of module names
+    (matched exactly or as a dotted suffix: ``[q_proj, v_proj]``) or one regex over whole names.
+    None = the method's default for the model family (peft's per-family mapping; for LoRA / DoRA
+    the attention query and value projections). Only methods that add layers to
+    chosen modules take it (lora, dora, qlora, ia3, adapter); the others refuse it by name."""
     quantize: Quantize | None = None
     """Quantize the frozen backbone weights: ``nf4`` or ``int8`` (``qlora`` implies ``nf4``)."""
     gradient_checkpointing: bool = False
@@ -216,7 +222,21 @@ class ModelConfig:
             raise PetrecModelError(
                 f"model.method_kwargs: expected a mapping, got {self.method_kwargs!r}"
             )
+        self._check_targets()
         self._check_method()
+
+    def _check_targets(self) -> None:
+        """``targets``: None, a non-empty regex string, or a non-empty list of non-empty names."""
+        t = self.targets
+        if t is None or (isinstance(t, str) and t.strip()):
+            return
+        if isinstance(t, (list, tuple)) and t and all(isinstance(n, str) and n.strip() for n in t):
+            self.targets = list(t)
+            return
+        raise PetrecModelError(
+            "model.targets: expected null, a regex string or a non-empty list of module names "
+            f"(e.g. [q_proj, v_proj]), got {t!r}"
+        )
 
     def _check_method(self) -> None:
         """Validate ``method`` and ``method_kwargs`` against the registry, before any model loads."""
@@ -228,6 +248,12 @@ class ModelConfig:
             raise PetrecModelError(
                 f"model.collab_tokens inserts soft tokens into the prompt's embeddings; method "
                 f"{self.method!r} rewrites the input too: use another method ({', '.join(others)})"
+            )
+        if self.targets is not None and not METHODS[self.method].takes_targets:
+            takers = [name for name, spec in METHODS.items() if spec.takes_targets]
+            raise PetrecModelError(
+                f"model.targets: method {self.method!r} adapts its own fixed set of parameters and takes "
+                f"no targets; methods that do: {', '.join(takers)}"
             )
         try:
             METHODS[self.method].make_options(dict(self.method_kwargs))

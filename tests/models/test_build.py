@@ -303,3 +303,54 @@ def test_lora_model_overfits_one_batch(task: str, tiny_dirs: dict[str, Path]) ->
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.2 * losses[0], losses[:: len(losses) // 5]
+
+
+def test_model_targets_choose_the_adapted_modules_and_survive_save_and_load(
+    tiny_dirs: dict[str, Path], tmp_path: Path
+) -> None:
+    """``model.targets`` reaches petrec.attach: LoRA on every linear layer of the blocks instead
+    of the family default (query / value), and a reloaded adapter sits on the same modules."""
+    import petrec
+
+    every = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+    def lora_modules(model: torch.nn.Module) -> set[str]:
+        return {n.rsplit(".lora_A", 1)[0].rsplit(".", 1)[-1] for n, _ in model.named_parameters() if ".lora_A" in n}
+
+    default = build_model(ModelConfig(backbone=str(tiny_dirs["llama"]), method="lora", method_kwargs={"r": 2}))
+    assert lora_modules(default) == {"q_proj", "v_proj"}
+    cfg = ModelConfig(backbone=str(tiny_dirs["llama"]), method="lora", method_kwargs={"r": 2}, targets=every)
+    torch.manual_seed(0)
+    wide = build_model(cfg).eval()
+    assert lora_modules(wide) == set(every)
+    with torch.no_grad():
+        for n, p in wide.named_parameters():
+            if "lora_B" in n:
+                p.normal_()  # a trained-looking adapter (B starts at zero)
+    petrec.save_adapter(wide, tmp_path / "a")
+    from petrec.models.build import load_backbone
+
+    torch.manual_seed(1)
+    backbone, decoder = load_backbone(cfg)  # the plain base, as petrec.runs.load_run rebuilds it
+    fresh = petrec.load_adapter(BehaviourModel(backbone, cfg, is_decoder=decoder), tmp_path / "a").eval()
+    assert lora_modules(fresh) == set(every)  # the adapter file records its targets
+    ids, mask = batch(ROWS)
+    with torch.no_grad():
+        assert torch.equal(wide(ids, mask).logits, fresh(ids, mask).logits)
+    regex = ModelConfig(backbone=str(tiny_dirs["llama"]), method="lora", method_kwargs={"r": 2}, targets=r".*\.mlp\..*_proj")
+    assert lora_modules(build_model(regex)) == {"gate_proj", "up_proj", "down_proj"}
+
+
+@pytest.mark.parametrize(
+    ("targets", "method", "match"),
+    [
+        ([], "lora", r"model\.targets: expected null, a regex string or a non-empty list"),
+        (["q_proj", ""], "lora", r"model\.targets: expected null"),
+        (3, "lora", r"model\.targets: expected null.*got 3"),
+        (["q_proj"], "prefix", r"model\.targets: method 'prefix' .* takes no targets; methods that do: .*lora"),
+        (["q_proj"], "full", r"model\.targets: method 'full'"),
+    ],
+)
+def test_model_targets_bad_values_are_refused_before_loading(targets: object, method: str, match: str) -> None:
+    with pytest.raises(PetrecModelError, match=match):
+        ModelConfig(backbone="/nonexistent", method=method, targets=targets)  # type: ignore[arg-type]
