@@ -58,6 +58,11 @@ class TrainConfig:
     """Examples per device per micro-batch."""
     eval_batch_size: int = 64
     """Examples per device per evaluation batch."""
+    eval_sort_by_length: bool = True
+    """Score validation and test examples longest first (:func:`petrec.collate.longest_first`):
+    each evaluation batch then pads to its own examples' lengths instead of its longest one's, and
+    the largest batch runs first, so an out-of-memory error shows at once. Metrics do not depend
+    on the order (predictions and labels travel together); False = the split's own order."""
     grad_accum_steps: int = 1
     """Micro-batches accumulated per optimizer step."""
     lr: float = 5e-4

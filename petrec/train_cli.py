@@ -54,7 +54,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from accelerate import Accelerator
     from torch.utils.data import DataLoader
 
-    from petrec.collate import BehaviourCollator
+    from petrec.collate import BehaviourCollator, longest_first
     from petrec.data import prepare, tokenize_examples
     from petrec.data.exposure import annotate_splits
     from petrec.debias import DEBIAS_COLUMNS
@@ -73,7 +73,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     collate = BehaviourCollator(run.model_cfg.task, run.tokenizer.pad_token_id, run.tokenizer.padding_side)
     cols = [c for c in ("input_ids", "label", "rating", *DEBIAS_COLUMNS) if c in split.column_names]
     accelerator = Accelerator()
-    loader = accelerator.prepare(DataLoader(split.select_columns(cols), batch_size=args.batch_size,
+    # longest first: less padding per batch; the metrics do not depend on the order
+    loader = accelerator.prepare(DataLoader(longest_first(split.select_columns(cols)), batch_size=args.batch_size,
                                             collate_fn=collate))
     model = accelerator.prepare(run.model)
     metrics = evaluator_for(run.model_cfg.task)(model, loader, accelerator)

@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
+import datasets
 import pytest
 import torch
 
-from petrec.collate import BehaviourCollator, ItemCollator, pad_sequences
+from petrec.collate import BehaviourCollator, ItemCollator, longest_first, pad_sequences
 
 
 def test_pad_sequences_right_and_left() -> None:
     assert pad_sequences([[1, 2, 3], [4]], 0).tolist() == [[1, 2, 3], [4, 0, 0]]
     assert pad_sequences([[1, 2, 3], [4]], 0, "left").tolist() == [[1, 2, 3], [0, 0, 4]]
+
+
+def test_longest_first_orders_by_length_keeping_ties_and_rows_together() -> None:
+    split = datasets.Dataset.from_dict({"input_ids": [[1], [1, 2, 3], [1, 2], [4, 5, 6], []],
+                                        "label": [0, 1, 0, 1, 1]})
+    ordered = longest_first(split)
+    assert ordered["input_ids"] == [[1, 2, 3], [4, 5, 6], [1, 2], [1], []]
+    assert ordered["label"] == [1, 1, 0, 0, 1]  # each label stays with its tokens
+    # Batches of two: the padded width per batch falls from 3 + 3 + 0 to 3 + 2 + 0 tokens wide.
+    widths = [max(len(r) for r in ordered["input_ids"][i:i + 2]) for i in range(0, 5, 2)]
+    assert widths == [3, 2, 0]
 
 
 def test_ctr_and_rating_batches_carry_their_labels() -> None:

@@ -36,7 +36,7 @@ from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 
 import petrec
-from petrec.collate import LABEL_COLUMN, BehaviourCollator, ItemCollator
+from petrec.collate import LABEL_COLUMN, BehaviourCollator, ItemCollator, longest_first
 from petrec.config import ConfigError, load_config, read_yaml, to_dict
 from petrec.data import DataConfig, DataError, prepare, tokenize_examples, tokenize_items
 from petrec.data.exposure import annotate_splits
@@ -406,6 +406,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     def loader(split: str, shuffle: bool) -> DataLoader:
         ds = splits[split].select_columns([c for c in columns if c in splits[split].column_names])
+        if not shuffle and cfg.train.eval_sort_by_length:  # evaluation: less padding per batch
+            ds = longest_first(ds)
         bs = cfg.train.batch_size if shuffle else cfg.train.eval_batch_size
         return DataLoader(ds, batch_size=bs, shuffle=shuffle, collate_fn=collate, num_workers=cfg.train.num_workers)
 

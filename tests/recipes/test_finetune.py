@@ -126,6 +126,24 @@ def _launch(args: list[str], env_extra: dict[str, str]) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
+def test_longest_first_evaluation_gives_the_split_orders_metrics(
+    finetune: ModuleType, tiny_bert: Path, tmp_path: Path
+) -> None:
+    """train.eval_sort_by_length reorders validation / test batches only: same metrics either way."""
+    metrics = {}
+    for flag in ("true", "false"):
+        metrics[flag] = finetune.main([
+            "--config", str(CONFIGS_DIR / "quickstart.yaml"), "--model.backbone", str(tiny_bert),
+            "--train.output_dir", str(tmp_path / flag), "--train.epochs", "0",
+            "--train.eval_sort_by_length", flag, *FAST, "--train.eval_batch_size", "8",
+        ])
+    for split in ("valid", "test"):
+        sorted_, plain = metrics["true"][split], metrics["false"][split]
+        assert sorted_["n_examples"] == plain["n_examples"] > 8  # several batches
+        assert sorted_["auc"] == pytest.approx(plain["auc"], abs=1e-4)
+        assert sorted_["logloss"] == pytest.approx(plain["logloss"], abs=1e-5)
+
+
 def test_two_process_ddp_matches_one_process(tiny_bert: Path, tmp_path: Path) -> None:
     """Real DDP on CPU (gloo): same global batch → same validation metrics, no example counted twice."""
     common = ["recipes/finetune.py", "--model.backbone", str(tiny_bert), "--model.dropout", "0.0",
