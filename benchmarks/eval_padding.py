@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from datasets import DatasetDict
 
 from petrec.bench.system import git_state, machine, versions, write_record
 from petrec.collate import longest_first
@@ -38,8 +39,8 @@ SCORING = {"minilm": "head", "smollm2-135m": "answer"}
 
 def padded_positions(lengths: np.ndarray, batch_size: int) -> int:
     """Token positions a run of batches holds when each batch pads to its longest prompt."""
-    return int(sum(lengths[i:i + batch_size].max() * len(lengths[i:i + batch_size])
-                   for i in range(0, len(lengths), batch_size)))
+    batches = (lengths[i:i + batch_size] for i in range(0, len(lengths), batch_size))
+    return int(sum(batch.max() * len(batch) for batch in batches))
 
 
 def measure(backbone: str, batch_sizes: list[int], data_dir: str | None) -> list[dict[str, Any]]:
@@ -48,8 +49,9 @@ def measure(backbone: str, batch_sizes: list[int], data_dir: str | None) -> list
                      **({"data_dir": data_dir} if data_dir else {}))
     data = prepare(cfg)
     tokenizer = load_tokenizer(ModelConfig(backbone=backbone, task="ctr", scoring=SCORING[backbone]))
-    splits = tokenize_examples(data.splits, tokenizer,
-                               max_length=MAX_LENGTH[backbone], items=data.items, template="tallrec", task="ctr")
+    evaluated = DatasetDict({split: data.splits[split] for split in ("valid", "test")})  # not the 8,000 training rows
+    splits = tokenize_examples(evaluated, tokenizer, max_length=MAX_LENGTH[backbone], items=data.items,
+                               template="tallrec", task="ctr")
     rows = []
     for split in ("valid", "test"):
         plain = np.array([len(ids) for ids in splits[split]["input_ids"]])

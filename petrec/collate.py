@@ -26,7 +26,7 @@ COLLAB_COLUMNS = ("collab_history_ids", "collab_history_feedback", "collab_item_
 LABEL_COLUMN = {"ctr": "label", "rating": "rating"}
 
 
-def longest_first(split: Any, column: str = "input_ids") -> Any:
+def longest_first(split: Any) -> Any:
     """The examples of a ``datasets.Dataset`` reordered by token count, longest first.
 
     Batches of neighbours in this order pad to nearly their own lengths (dynamic padding pads to
@@ -34,7 +34,7 @@ def longest_first(split: Any, column: str = "input_ids") -> Any:
     split's order. ``Dataset.select`` only writes an index mapping: no rows are copied. Evaluation
     only: a training order must stay shuffled.
     """
-    lengths = np.fromiter((len(ids) for ids in split[column]), dtype=np.int64, count=len(split))
+    lengths = np.fromiter((len(ids) for ids in split["input_ids"]), dtype=np.int64, count=len(split))
     return split.select(np.argsort(-lengths, kind="stable"))
 
 
